@@ -1,6 +1,7 @@
 """Loading of the compiled extension ``fastlift._C`` (internal; users go through fastlift.ops)."""
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 import torch  # noqa: F401  (loads libc10/libtorch, which fastlift._C links against)
@@ -9,11 +10,15 @@ _C = None
 _LOAD_ERROR: str | None = None
 _WARNED = False
 
-try:  # importing the library registers its kernels as torch.ops.fastlift_C.*
-    from fastlift import _C  # type: ignore[attr-defined,no-redef]
-except ImportError as exc:  # absent (FASTLIFT_NO_EXTENSION=1, source checkout) or broken
-    _C = None
-    _LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+if importlib.util.find_spec("fastlift._C") is None:
+    _LOAD_ERROR = ("this install has no compiled extension (built with FASTLIFT_NO_EXTENSION=1, "
+                   "or fastlift imported from a source tree)")
+else:
+    try:  # importing the library registers its kernels as torch.ops.fastlift_C.*
+        from fastlift import _C  # type: ignore[attr-defined,no-redef]
+    except ImportError as exc:  # present but broken: say why
+        _C = None
+        _LOAD_ERROR = f"fastlift._C failed to load: {type(exc).__name__}: {exc}"
 
 
 def extension_available() -> bool:

@@ -56,7 +56,7 @@ def available_backends() -> dict[str, BackendStatus]:
     has_gpu = torch.cuda.is_available()
     out: dict[str, BackendStatus] = {}
     if not _extension.extension_available():
-        out["cuda"] = BackendStatus(False, f"fastlift._C not loaded: {_extension.extension_error()}")
+        out["cuda"] = BackendStatus(False, _extension.extension_error())
     elif not _extension.extension_has_cuda():
         out["cuda"] = BackendStatus(False, "fastlift._C was built without CUDA (CPU build of torch or no nvcc)")
     elif not has_gpu:
@@ -76,7 +76,7 @@ def available_backends() -> dict[str, BackendStatus]:
     if _extension.extension_available():
         out["cpu"] = BackendStatus(True, "compiled C++ kernels in fastlift._C")
     else:
-        out["cpu"] = BackendStatus(False, f"fastlift._C not loaded: {_extension.extension_error()}")
+        out["cpu"] = BackendStatus(False, _extension.extension_error())
     out["reference"] = BackendStatus(True, "pure torch, any device")
     return out
 
@@ -87,7 +87,7 @@ def _can_run(backend: str, device: torch.device) -> str | None:
         return None
     if backend == "cpu":
         if not _extension.extension_available():
-            return f"fastlift._C is not loaded ({_extension.extension_error()})"
+            return str(_extension.extension_error())
         if device.type != "cpu":
             return f"the cpu backend runs CPU tensors, got a tensor on {device}"
         return None
