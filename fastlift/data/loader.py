@@ -77,16 +77,19 @@ class PoseLoader:
             bytes per batch when 3D is only needed for evaluation).
         in_memory: copy the arrays the batches read (2D, confidence, 3D if used) out of a
             memory-mapped file into RAM once, at construction (a sequential read). Random access
-            to a mapped file is only fast while the page cache holds it. None (default): copy when
-            they are memory-mapped and together take at most ``in_memory_limit_bytes`` (default: a
-            quarter of the physical memory).
+            through a map costs a page fault per row not yet mapped, which is slow on some
+            systems (virtual machines, sandboxes) and for files larger than the page cache.
+            None (default): copy when they are memory-mapped and together take at most
+            ``in_memory_limit_bytes`` (default: a quarter of the physical memory). The caller's
+            PoseSet is not changed; ``loader.poses`` is the set the batches come from.
 
     Each batch holds (B = batch size, J joints):
         ``keypoints_2d`` (B, J, 2) float32 normalised; ``confidence`` (B, J) float32 (0 = missing);
         ``scale`` (B,) float32, the factor applied (1/pixels); ``index`` (B,) int64 positions in the
         PoseSet; ``keypoints_3d`` (B, J, 3) float32 root-relative mm (camera frame) when the set has
-        3D (and ``with_3d``); with ``temporal_offset``: ``keypoints_2d_prev`` (B, J, 2) (each frame normalised on its
-        own, like the fake pairs built from single-frame lifts), ``confidence_prev`` (B, J) and
+        3D (and ``with_3d``); with ``temporal_offset``: ``keypoints_2d_prev`` (B, J, 2) (each frame
+        normalised on its own, like the fake pairs built from single-frame lifts),
+        ``confidence_prev`` (B, J) and
         ``scale_prev`` (B,). Within a batch the poses come in increasing index order (faster reads
         from memory-mapped files); across batches the order is the seeded permutation.
 

@@ -376,8 +376,9 @@ class PoseSet:
 
         With ``mmap=True`` (default) uncompressed arrays are memory-mapped read-only: nothing is
         read until used (the NaN scan at load reads the keypoints once, sequentially). Random access
-        to a mapped file is only as fast as the page cache holding it; for many epochs over a file
-        of several GB, ``mmap=False`` (read into memory) can be faster. ``with_3d=False`` skips
+        through a map costs a page fault per row not yet mapped; :class:`PoseLoader` copies the
+        arrays it reads into RAM when they fit, and ``mmap=False`` reads the whole file into
+        memory here. ``with_3d=False`` skips
         ``keypoints_3d``. PoseDataError for a missing/unknown key, a truncated or corrupt file, or
         shapes that do not agree (the message names the file).
         """
