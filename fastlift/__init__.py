@@ -11,4 +11,11 @@ from fastlift import _extension, ops  # noqa: E402
 if not _extension.extension_available():
     _extension.warn_if_missing()
 
-__all__ = ["ops", "__version__"]
+__all__ = ["ops", "__version__", "Lifter"]
+
+
+def __getattr__(name):  # lazy: ``import fastlift`` stays light; fastlift.Lifter loads on first use
+    if name == "Lifter":
+        from fastlift.evaluation.inference import Lifter
+        return Lifter
+    raise AttributeError(f"module 'fastlift' has no attribute {name!r}")

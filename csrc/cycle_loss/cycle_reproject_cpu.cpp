@@ -1,0 +1,237 @@
+// C++ CPU kernels of the fused reprojection cycle loss (steps 5 and 6 of the cycle in one op):
+// forward one pass over (x, Y_relift, R, Y_rot, weights) to the two losses, x_back never stored;
+// backward one pass to the gradients. float runs kLanes poses per step, one per SIMD lane
+// (rotate_project_lanes.h); float64 runs the same per-pose math on scalars.
+//
+// The reduction is deterministic whatever the thread count: fixed blocks of kBlockPoses poses,
+// each summed in float lanes and rounded to double, block sums added in order in double.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <limits>
+#include <vector>
+
+#include "cycle_loss/cycle_reproject.h"
+#include "cycle_loss/cycle_reproject_math.h"
+#include "rotate_project/rotate_project_lanes.h"
+
+namespace fastlift {
+
+namespace {
+constexpr const char* kOp = "fastlift cycle_reprojection_loss";
+constexpr int64_t kBlockPoses = 64;  // a multiple of kLanes
+
+void check(const at::Tensor& t, const char* name, int64_t N, int64_t d1, int64_t d2, at::ScalarType dt) {
+  TORCH_CHECK(t.device().is_cpu(), kOp, ": ", name, " must be a CPU tensor, got ", t.device());
+  TORCH_CHECK(t.scalar_type() == dt, kOp, ": ", name, " must be ", dt, ", got ", t.scalar_type());
+  TORCH_CHECK(t.is_contiguous(), kOp, ": ", name, " must be contiguous");
+  const bool ok = d2 > 0 ? (t.dim() == 3 && t.size(0) == N && t.size(1) == d1 && t.size(2) == d2)
+                         : (t.dim() == 2 && t.size(0) == N && t.size(1) == d1);
+  TORCH_CHECK(ok, kOp, ": ", name, " has the wrong shape ", t.sizes());
+}
+
+ReprojectArgs check_inputs(const at::Tensor& x, const at::Tensor& yl, const at::Tensor& R, const at::Tensor& yr,
+                           const std::optional<at::Tensor>& w, bool l1, double c, int64_t root, bool transpose,
+                           double min_depth, bool renorm, int64_t head, double eps) {
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == 2, kOp, ": x must have shape (N, J, 2), got ", x.sizes());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, kOp,
+              ": inputs must be float32 or float64, got ", x.scalar_type());
+  const int64_t N = x.size(0), J = x.size(1);
+  const auto dt = x.scalar_type();
+  check(x, "x", N, J, 2, dt);
+  check(yl, "Y_relift", N, J, 3, dt);
+  check(R, "R", N, 3, 3, dt);
+  check(yr, "Y_rot", N, J, 3, dt);
+  if (w.has_value()) check(*w, "weights", N, J, 0, dt);
+  TORCH_CHECK(root >= 0 && root < J, kOp, ": root must be a joint index in [0, ", J, ")");
+  TORCH_CHECK(!renorm || (head >= 0 && head < J && head != root), kOp, ": bad head index");
+  TORCH_CHECK(c > 0 && min_depth > 0 && eps > 0, kOp, ": c, min_depth and eps must be positive");
+  return ReprojectArgs{J, root, head, transpose, renorm, l1, c, min_depth, eps};
+}
+
+// Sums of poses [n0, n1) in kLanes lanes (full steps) plus scalar tail poses; out[3] in double.
+template <typename JT>
+FASTLIFT_SIMD void forward_block_impl(const float* x, const float* yl, const float* R, const float* yr,
+                                      const float* w, const ReprojectArgs& a, JT J, int64_t n0, int64_t n1,
+                                      double* out) {
+  lanes::LaneBuffer buf(12 * J + 9);
+  vf *X = buf.data(), *YL = X + 2 * J, *YR = YL + 3 * J, *W = YR + 3 * J, *XB = W + J, *RS = XB + 2 * J;
+  vf acc[3] = {vf{}, vf{}, vf{}};
+  int64_t n = n0;
+  for (; n + kLanes <= n1; n += kLanes) {
+    lanes::to_lanes(x + n * 2 * J, 2 * J, 2 * J, X);
+    lanes::to_lanes(yl + n * 3 * J, 3 * J, 3 * J, YL);
+    lanes::to_lanes(yr + n * 3 * J, 3 * J, 3 * J, YR);
+    lanes::to_lanes(R + n * 9, 9, 9, RS);
+    if (w) lanes::to_lanes(w + n * J, J, J, W);
+    cycle_reproject_pose_forward<vf, float>(X, YL, RS, YR, w ? W : nullptr, a, J, XB, acc);
+  }
+  double o[3] = {0, 0, 0};
+  for (int i = 0; i < 3; ++i)
+    for (int l = 0; l < kLanes; ++l) o[i] += double(acc[i][l]);
+  float* xb = reinterpret_cast<float*>(XB);
+  for (; n < n1; ++n) {
+    float s[3] = {0, 0, 0};
+    cycle_reproject_pose_forward<float, float>(x + n * 2 * J, yl + n * 3 * J, R + n * 9, yr + n * 3 * J,
+                                               w ? w + n * J : nullptr, a, J, xb, s);
+    for (int i = 0; i < 3; ++i) o[i] += double(s[i]);
+  }
+  for (int i = 0; i < 3; ++i) out[i] = o[i];
+}
+
+template <typename JT>
+FASTLIFT_SIMD void backward_range_impl(const float* x, const float* yl, const float* R, const float* yr,
+                                       const float* w, const ReprojectArgs& a, JT J, float k2, float k3,
+                                       float* gyl, float* gR, float* gyr, float* gx, int64_t n0, int64_t n1) {
+  lanes::LaneBuffer buf(24 * J + 18);
+  vf *X = buf.data(), *YL = X + 2 * J, *YR = YL + 3 * J, *W = YR + 3 * J, *XB = W + J, *G2 = XB + 2 * J;
+  vf *GYL = G2 + 2 * J, *GYR = GYL + 3 * J, *GX = GYR + 3 * J, *RS = GX + 2 * J, *GR = RS + 9;
+  int64_t n = n0;
+  for (; n + kLanes <= n1; n += kLanes) {
+    lanes::to_lanes(x + n * 2 * J, 2 * J, 2 * J, X);
+    lanes::to_lanes(yl + n * 3 * J, 3 * J, 3 * J, YL);
+    lanes::to_lanes(yr + n * 3 * J, 3 * J, 3 * J, YR);
+    lanes::to_lanes(R + n * 9, 9, 9, RS);
+    if (w) lanes::to_lanes(w + n * J, J, J, W);
+    cycle_reproject_pose_backward<vf, float>(X, YL, RS, YR, w ? W : nullptr, a, J, k2, k3, GYL, GR,
+                                             gyr ? GYR : nullptr, gx ? GX : nullptr, XB, G2);
+    lanes::from_lanes(GYL, 3 * J, gyl + n * 3 * J, 3 * J);
+    lanes::from_lanes(GR, 9, gR + n * 9, 9);
+    if (gyr) lanes::from_lanes(GYR, 3 * J, gyr + n * 3 * J, 3 * J);
+    if (gx) lanes::from_lanes(GX, 2 * J, gx + n * 2 * J, 2 * J);
+  }
+  float* xb = reinterpret_cast<float*>(XB);
+  float* g2 = reinterpret_cast<float*>(G2);
+  for (; n < n1; ++n)
+    cycle_reproject_pose_backward<float, float>(x + n * 2 * J, yl + n * 3 * J, R + n * 9, yr + n * 3 * J,
+                                                w ? w + n * J : nullptr, a, J, k2, k3, gyl + n * 3 * J, gR + n * 9,
+                                                gyr ? gyr + n * 3 * J : nullptr, gx ? gx + n * 2 * J : nullptr,
+                                                xb, g2);
+}
+
+// One instantiation per ISA clone; J = 17 (h36m17) is a compile-time constant.
+FASTLIFT_CLONES void forward_block_float(const float* x, const float* yl, const float* R, const float* yr,
+                                         const float* w, const ReprojectArgs& a, int64_t n0, int64_t n1,
+                                         double* out) {
+  if (a.J == 17)
+    forward_block_impl(x, yl, R, yr, w, a, std::integral_constant<int64_t, 17>(), n0, n1, out);
+  else
+    forward_block_impl(x, yl, R, yr, w, a, a.J, n0, n1, out);
+}
+FASTLIFT_CLONES void backward_range_float(const float* x, const float* yl, const float* R, const float* yr,
+                                          const float* w, const ReprojectArgs& a, float k2, float k3, float* gyl,
+                                          float* gR, float* gyr, float* gx, int64_t n0, int64_t n1) {
+  if (a.J == 17)
+    backward_range_impl(x, yl, R, yr, w, a, std::integral_constant<int64_t, 17>(), k2, k3, gyl, gR, gyr, gx, n0, n1);
+  else
+    backward_range_impl(x, yl, R, yr, w, a, a.J, k2, k3, gyl, gR, gyr, gx, n0, n1);
+}
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_forward_cpu(
+    const at::Tensor& x, const at::Tensor& y_relift, const at::Tensor& R, const at::Tensor& y_rot,
+    const std::optional<at::Tensor>& weights, bool l1, double c, int64_t root, bool transpose, double min_depth,
+    bool renormalize, int64_t head, double eps) {
+  const ReprojectArgs a =
+      check_inputs(x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth, renormalize, head, eps);
+  const int64_t N = x.size(0), J = a.J;
+  const int64_t nblocks = (N + kBlockPoses - 1) / kBlockPoses;
+  std::vector<double> part(static_cast<size_t>(3 * nblocks));
+  const int64_t grain = std::max<int64_t>(1, 256 / std::max<int64_t>(J, 1));
+  if (x.scalar_type() == at::kFloat) {
+    const float* w = weights.has_value() ? weights->data_ptr<float>() : nullptr;
+    const float *xp = x.data_ptr<float>(), *ylp = y_relift.data_ptr<float>(), *Rp = R.data_ptr<float>(),
+                *yrp = y_rot.data_ptr<float>();
+    at::parallel_for(0, nblocks, grain, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b)
+        forward_block_float(xp, ylp, Rp, yrp, w, a, b * kBlockPoses, std::min(N, (b + 1) * kBlockPoses),
+                            part.data() + 3 * b);
+    });
+  } else {
+    const double* w = weights.has_value() ? weights->data_ptr<double>() : nullptr;
+    const double *xp = x.data_ptr<double>(), *ylp = y_relift.data_ptr<double>(), *Rp = R.data_ptr<double>(),
+                 *yrp = y_rot.data_ptr<double>();
+    at::parallel_for(0, nblocks, grain, [&](int64_t b0, int64_t b1) {
+      std::vector<double> xb(static_cast<size_t>(2 * J));
+      for (int64_t b = b0; b < b1; ++b) {
+        double s[3] = {0, 0, 0};
+        for (int64_t n = b * kBlockPoses; n < std::min(N, (b + 1) * kBlockPoses); ++n)
+          cycle_reproject_pose_forward<double, double>(xp + n * 2 * J, ylp + n * 3 * J, Rp + n * 9, yrp + n * 3 * J,
+                                                       w ? w + n * J : nullptr, a, J, xb.data(), s);
+        for (int i = 0; i < 3; ++i) part[3 * b + i] = s[i];
+      }
+    });
+  }
+  double tot[3] = {0, 0, 0};
+  for (int64_t b = 0; b < nblocks; ++b)
+    for (int i = 0; i < 3; ++i) tot[i] += part[3 * b + i];
+  if (weights.has_value() == false) tot[2] = double(N) * double(J);  // exact count
+  const double den = std::max(tot[2], double(std::numeric_limits<float>::min()));
+  const auto opts = x.options();
+  return {at::full({}, tot[0] / (2 * den), opts), at::full({}, tot[1] / (3 * den), opts), at::full({}, tot[2], opts)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_backward_cpu(
+    const at::Tensor& grad_2d, const at::Tensor& grad_3d, const at::Tensor& x, const at::Tensor& y_relift,
+    const at::Tensor& R, const at::Tensor& y_rot, const std::optional<at::Tensor>& weights, const at::Tensor& wsum,
+    bool l1, double c, int64_t root, bool transpose, double min_depth, bool renormalize, int64_t head, double eps,
+    bool need_x, bool need_y_rot) {
+  const ReprojectArgs a =
+      check_inputs(x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth, renormalize, head, eps);
+  TORCH_CHECK(grad_2d.numel() == 1 && grad_3d.numel() == 1 && wsum.numel() == 1, kOp,
+              " backward: grad_2d, grad_3d and wsum must be scalars");
+  const int64_t N = x.size(0), J = a.J;
+  at::Tensor gyl = at::empty_like(y_relift), gR = at::empty_like(R);
+  at::Tensor gyr = need_y_rot ? at::empty_like(y_rot) : at::empty({0}, y_rot.options());
+  at::Tensor gx = need_x ? at::empty_like(x) : at::empty({0}, x.options());
+  const double den = std::max(wsum.item<double>(), double(std::numeric_limits<float>::min()));
+  const double k2 = grad_2d.item<double>() / (2 * den), k3 = grad_3d.item<double>() / (3 * den);
+  if (x.scalar_type() == at::kFloat) {
+    const float* w = weights.has_value() ? weights->data_ptr<float>() : nullptr;
+    const float *xp = x.data_ptr<float>(), *ylp = y_relift.data_ptr<float>(), *Rp = R.data_ptr<float>(),
+                *yrp = y_rot.data_ptr<float>();
+    float *gylp = gyl.data_ptr<float>(), *gRp = gR.data_ptr<float>();
+    float* gyrp = need_y_rot ? gyr.data_ptr<float>() : nullptr;
+    float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
+    const int64_t steps = (N + kLanes - 1) / kLanes;
+    at::parallel_for(0, steps, std::max<int64_t>(1, 1024 / std::max<int64_t>(J, 1)), [&](int64_t s0, int64_t s1) {
+      backward_range_float(xp, ylp, Rp, yrp, w, a, float(k2), float(k3), gylp, gRp, gyrp, gxp, s0 * kLanes,
+                           std::min(N, s1 * kLanes));
+    });
+  } else {
+    const double* w = weights.has_value() ? weights->data_ptr<double>() : nullptr;
+    const double *xp = x.data_ptr<double>(), *ylp = y_relift.data_ptr<double>(), *Rp = R.data_ptr<double>(),
+                 *yrp = y_rot.data_ptr<double>();
+    double *gylp = gyl.data_ptr<double>(), *gRp = gR.data_ptr<double>();
+    double* gyrp = need_y_rot ? gyr.data_ptr<double>() : nullptr;
+    double* gxp = need_x ? gx.data_ptr<double>() : nullptr;
+    at::parallel_for(0, N, std::max<int64_t>(1, 8192 / std::max<int64_t>(J, 1)), [&](int64_t n0, int64_t n1) {
+      std::vector<double> scratch(static_cast<size_t>(4 * J));
+      for (int64_t n = n0; n < n1; ++n)
+        cycle_reproject_pose_backward<double, double>(
+            xp + n * 2 * J, ylp + n * 3 * J, Rp + n * 9, yrp + n * 3 * J, w ? w + n * J : nullptr, a, J, k2, k3,
+            gylp + n * 3 * J, gRp + n * 9, gyrp ? gyrp + n * 3 * J : nullptr, gxp ? gxp + n * 2 * J : nullptr,
+            scratch.data(), scratch.data() + 2 * J);
+    });
+  }
+  return {gx, gyl, gR, gyr};
+}
+
+}  // namespace fastlift
+
+TORCH_LIBRARY_FRAGMENT(fastlift_C, m) {
+  m.def(
+      "cycle_reproject_loss_forward(Tensor x, Tensor y_relift, Tensor R, Tensor y_rot, Tensor? weights, bool l1, "
+      "float c, int root, bool transpose, float min_depth, bool renormalize, int head, float eps) "
+      "-> (Tensor, Tensor, Tensor)");
+  m.def(
+      "cycle_reproject_loss_backward(Tensor grad_2d, Tensor grad_3d, Tensor x, Tensor y_relift, Tensor R, "
+      "Tensor y_rot, Tensor? weights, Tensor wsum, bool l1, float c, int root, bool transpose, float min_depth, "
+      "bool renormalize, int head, float eps, bool need_x, bool need_y_rot) -> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastlift_C, CPU, m) {
+  m.impl("cycle_reproject_loss_forward", &fastlift::cycle_reproject_loss_forward_cpu);
+  m.impl("cycle_reproject_loss_backward", &fastlift::cycle_reproject_loss_backward_cpu);
+}

@@ -1,0 +1,841 @@
+"""The training engine: one :class:`Trainer` that runs the lift-reproject-lift cycle (or the
+supervised reference) from a :class:`~fastlift.training.config.TrainConfig`.
+
+Reading order: ``Trainer.__init__`` (data, networks, optimisers, resume) -> ``fit`` (the loop:
+step, log, validate, checkpoint, stop on budget or signal) -> ``unsupervised_step`` /
+``supervised_step`` (the maths) -> ``validate`` -> ``save`` / ``_restore``.
+
+One unsupervised step (method.md, "The lift-reproject-lift cycle"), batch ``x`` (B, J, 2):
+
+1. ``Y = lift(x, G(x))``; with the temporal discriminator the previous frames are lifted in the
+   same forward pass (one batch of 2B real poses, so BatchNorm sees one distribution).
+2. ``R`` random rotations (counter-based: ``seed`` and the global sample index, so resuming needs
+   no RNG state for them); ``y~ = normalize(P(R Y))``; ``Y~ = s R Y`` (``s`` the re-normalisation
+   scale: the re-lift sees the pose at that scale).
+3. ``Y' = lift(y~, G(y~))``; ``x' = normalize(P(R^T Y'))``.
+4. Discriminator update(s) on real ``x`` against the detached ``y~`` (real and fake in one
+   forward; no BatchNorm in D), and the temporal discriminator on frame differences.
+5. Lifter update on ``w_adv L_adv + w_2d L_2D + w_3d L_3D + w_T L_T (+ cues)``, with D's
+   parameters frozen for the adversarial term (no wasted weight gradients).
+
+Distributed data parallel: under ``torchrun`` every process takes its shard of each batch (the
+data loader's ``rank``/``world_size``) and gradients are averaged with one flattened
+``all_reduce`` per network and update, i.e. DDP's gradient semantics, done explicitly because the
+cycle calls the lifter twice (on ``x`` and on ``y~``) before one backward, which
+``DistributedDataParallel``'s reducer does not allow. BatchNorm statistics stay per process (as
+DDP without SyncBatchNorm) and are averaged before validation and checkpoints.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import signal
+import sys
+import time
+import warnings
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from fastlift.data.layouts import get_layout
+from fastlift.models import Lifter, PoseDiscriminator, TemporalDiscriminator
+from fastlift.training import geometry as geo
+from fastlift.training import losses as L
+from fastlift.training.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fastlift.training.config import ConfigError, TrainConfig, config_to_toml
+from fastlift.training.evaluate import pose_metrics
+from fastlift.training.inputs import (EvalSet, input_stats, make_eval_set, normalized_2d, prepare_data,
+                                      supervised_targets)
+
+__all__ = ["Trainer", "build_lifter", "build_discriminators", "train"]
+
+CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone",
+               "loss_sup", "loss_d", "loss_dt", "d_acc", "d_flip_acc", "dt_acc", "samples_per_s",
+               "val_p_mpjpe", "val_n_mpjpe", "val_mpjpe_scaled", "val_p_mpjpe_flip", "val_p_mpjpe_flat"]
+
+
+# ----------------------------------------------------------------------------------- builders
+def _chirality_axes(layout) -> list[tuple[int, int]]:
+    """Joint pairs of the reference axes of D's kinematic features: right -> left hip, right ->
+    left shoulder, pelvis -> thorax (those the layout has)."""
+    axes = []
+    for a, b in (("r_hip", "l_hip"), ("r_shoulder", "l_shoulder"), ("pelvis", "thorax")):
+        if a in layout.canonical and b in layout.canonical:
+            axes.append((layout.canonical.index(a), layout.canonical.index(b)))
+    return axes
+
+
+def build_lifter(cfg: TrainConfig, num_joints: int) -> Lifter:
+    return Lifter(num_joints, cfg.width, cfg.blocks, cfg.batch_norm, cfg.dropout, cfg.activation,
+                  cfg.out_init_scale, cfg.c, cfg.depth_floor, cfg.min_depth)
+
+
+def build_discriminators(cfg: TrainConfig, layout) -> tuple[PoseDiscriminator, TemporalDiscriminator]:
+    J = layout.num_joints
+    axes = _chirality_axes(layout)
+    disc = PoseDiscriminator(J, cfg.d_width, cfg.d_blocks, cfg.d_batch_norm, cfg.d_dropout, cfg.d_activation,
+                             cfg.d_spectral_norm, kinematic=cfg.d_kinematic and bool(axes),
+                             parents=layout.parents, axes=axes)
+    tdisc = TemporalDiscriminator(J, cfg.t_width, cfg.t_blocks, False, 0.0, cfg.d_activation, cfg.d_spectral_norm,
+                                  with_pose=cfg.t_with_pose)
+    return disc, tdisc
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        w = min(1.0, (step + 1) / cfg.lr_warmup) if cfg.lr_warmup else 1.0
+        if cfg.lr_schedule == "constant":
+            return w
+        if cfg.lr_schedule == "exp":
+            return w * cfg.exp_decay ** (step / 1000.0)
+        t = min(1.0, step / max(1, cfg.steps))
+        return w * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    return f
+
+
+# ------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """Sets up everything a run needs from ``cfg``; :meth:`fit` trains.
+
+    Args:
+        cfg: the resolved configuration.
+        log: where progress lines go (rank 0 only).
+        install_signal_handlers: SIGINT/SIGTERM -> checkpoint, then stop (``fit`` returns with
+            ``interrupted=True`` and the CLI exits with status 130/143).
+    """
+
+    def __init__(self, cfg: TrainConfig, log=print, install_signal_handlers: bool = True):
+        self.cfg = cfg
+        self._setup_distributed()
+        self.log = log if self.rank == 0 else (lambda *a, **k: None)
+        self._install_signals = install_signal_handlers
+        self._signal = None
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = self._device()
+        geo.set_backend(cfg.ops_backend)
+        self.layout = get_layout(cfg.layout)
+        self.J = self.layout.num_joints
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+
+        # ---- resume / init: read the checkpoint first so a mismatch fails before any data work
+        self._resume_state = None
+        if cfg.resume:
+            st = load_checkpoint(cfg.resume)
+            check_compatible(st, cfg, resume=True)
+            if st.get("world_size", 1) != self.world_size:
+                raise ConfigError(f"checkpoint {st['path']!r} was written by {st.get('world_size', 1)} processes; "
+                                  f"resume it with the same number (now {self.world_size})")
+            self._resume_state = st
+        init_state = None
+        if cfg.init and not cfg.resume:
+            init_state = load_checkpoint(cfg.init)
+            check_compatible(init_state, cfg, resume=False)
+
+        # ---- data (raises PoseDataError on unusable input, before training)
+        self.data = prepare_data(cfg, log=self.log)
+        self.root, self.head = self.data.root, self.data.head
+        self.val_set = (make_eval_set(self.data.val, self.root, self.head, cfg.c, cfg.val_samples, "val")
+                        if self.data.val is not None else None)
+        self.temporal = (cfg.mode == "unsupervised" and cfg.use_temporal and cfg.use_discriminator
+                         and self._has_sequences(self.data.train))
+        if cfg.mode == "unsupervised" and cfg.use_temporal and cfg.use_discriminator and not self.temporal:
+            self.log("temporal discriminator: off (the training data has no consecutive frames at offset "
+                     f"{cfg.temporal_offset})")
+        self.use_bone_temporal = cfg.mode == "unsupervised" and cfg.w_bone_temporal > 0 and self._has_sequences(self.data.train)
+        self.loader = self._make_loader()
+
+        # ---- networks
+        self.lifter = build_lifter(cfg, self.J)
+        if cfg.standardize_inputs:
+            self.lifter.set_input_stats(*input_stats(self.data.train, self.root, self.head, cfg.c))
+        if cfg.mode == "supervised" and cfg.supervised_standardize:
+            self.lifter.set_output_stats(*self._target_stats())
+        self.use_d = cfg.mode == "unsupervised" and cfg.use_discriminator and cfg.w_adv > 0
+        self.disc, self.tdisc = build_discriminators(cfg, self.layout)
+        self.lifter.to(self.device)
+        self.disc.to(self.device)
+        self.tdisc.to(self.device)
+        if init_state is not None:
+            self._load_models(init_state["models"])
+            self.log(f"initialised networks from {init_state['path']}")
+        self._broadcast_parameters()
+        self.g_fwd = torch.compile(self.lifter) if cfg.compile else self.lifter
+        self.d_fwd = torch.compile(self.disc) if cfg.compile else self.disc
+        self.t_fwd = torch.compile(self.tdisc) if cfg.compile else self.tdisc
+
+        # ---- optimisation
+        betas = (cfg.beta1, cfg.beta2)
+        fused = self._fused_adam_ok()
+        mk = lambda params, lr: torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=cfg.weight_decay,  # noqa: E731
+                                                  fused=fused or None, foreach=None if fused else True)
+        self.opt_g = mk(self.lifter.parameters(), cfg.lr)
+        self.opt_d = mk(self.disc.parameters(), cfg.lr * cfg.d_lr_ratio)
+        self.opt_t = mk(self.tdisc.parameters(), cfg.lr * cfg.d_lr_ratio)
+        self.scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(cfg))
+                       for k, o in (("g", self.opt_g), ("d", self.opt_d), ("t", self.opt_t))}
+        self._active_scheds = ["g"] + (["d"] if self.use_d else []) + (["t"] if self.use_d and self.temporal else [])
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+        fp16 = cfg.amp == "fp16"
+        self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=fp16) for k in ("g", "d", "t")}
+
+        # ---- bookkeeping
+        self.step = 0
+        self.epoch = 0
+        self._epoch_ended = False
+        self._val_step = -1
+        self.elapsed = 0.0
+        self.best = {"metric": "val_p_mpjpe", "value": float("inf"), "step": -1}
+        self.last_val: dict = {}
+        bones = self.layout.bones
+        self._bone_child = torch.tensor([c for c, _ in bones], device=self.device)
+        self._bone_parent = torch.tensor([p for _, p in bones], device=self.device)
+        self._sym = self._symmetric_bones()
+        self._mirror_x = torch.tensor([-1.0, 1.0], device=self.device)
+        self._flip_perm = torch.as_tensor(self.layout.flip_index, device=self.device)
+        self.out = self._out_dir()
+        if self._resume_state is not None:
+            self._restore(self._resume_state)
+            self.log(f"resumed from {self._resume_state['path']} at step {self.step}")
+            self._resume_state = None
+
+    # ------------------------------------------------------------------------------ setup
+    def _setup_distributed(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.distributed = self.world_size > 1
+        if self.distributed and not dist.is_initialized():
+            backend = self.cfg.dist_backend
+            if backend == "auto":
+                backend = "nccl" if torch.cuda.is_available() and self.cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend=backend)
+
+    def _device(self) -> torch.device:
+        d = self.cfg.device
+        if d == "auto":
+            d = "cuda" if torch.cuda.is_available() else "cpu"
+        if d == "cuda" and self.distributed:
+            d = f"cuda:{self.local_rank}"
+        dev = torch.device(d)
+        if dev.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"config: device {d!r} requested but CUDA is not available")
+            torch.cuda.set_device(dev)
+        return dev
+
+    def _fused_adam_ok(self) -> bool:
+        """The fused AdamW kernel (one pass over the parameters) when this torch has it for the device."""
+        try:
+            p = torch.nn.Parameter(torch.zeros(2, device=self.device))
+            p.grad = torch.zeros(2, device=self.device)
+            torch.optim.AdamW([p], fused=True).step()
+            return True
+        except (RuntimeError, TypeError, ValueError):
+            return False
+
+    def _has_sequences(self, ps) -> bool:
+        return bool((ps.previous_index(self.cfg.temporal_offset) >= 0).mean() > 0.5)
+
+    def _make_loader(self):
+        from fastlift.data import PoseLoader
+        cfg = self.cfg
+        k = cfg.temporal_offset if (self.temporal or self.use_bone_temporal) else None
+        return PoseLoader(self.data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+                          temporal_offset=k, rank=self.rank, world_size=self.world_size,
+                          normalization="fixed" if cfg.normalization == "dataset" else "per_sample",
+                          device=self.device, c=cfg.c, root=self.root, head=self.head)
+
+    def _target_stats(self):
+        ps = self.data.train
+        idx = np.arange(0, len(ps), max(1, len(ps) // 200_000))
+        x, _, _ = normalized_2d(ps, self.root, self.head, self.cfg.c, idx)
+        d = supervised_targets(torch.from_numpy(x), torch.from_numpy(np.asarray(ps.keypoints_3d[idx], dtype=np.float32)),
+                               self.cfg.c + self.cfg.min_depth, self.root)
+        return d.mean(0), d.std(0)
+
+    def _symmetric_bones(self):
+        lay = self.layout
+        pairs = []
+        for l, r in zip(lay.left, lay.right):
+            pl, pr = lay.parents[l], lay.parents[r]
+            if pl >= 0 and pr >= 0:
+                pairs.append((l, pl, r, pr))
+        t = lambda i: torch.tensor([p[i] for p in pairs], device=self.device, dtype=torch.long)  # noqa: E731
+        return (t(0), t(1), t(2), t(3)) if pairs else None
+
+    def _out_dir(self) -> str | None:
+        cfg = self.cfg
+        if cfg.out is None:
+            if self._resume_state is not None:
+                p = os.path.dirname(os.path.dirname(os.path.abspath(self._resume_state["path"])))
+            else:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                if self.distributed:  # every rank must agree on the name
+                    obj = [stamp]
+                    dist.broadcast_object_list(obj, src=0)
+                    stamp = obj[0]
+                p = os.path.join("runs", stamp)
+            cfg.out = p
+        if self.rank == 0:
+            os.makedirs(os.path.join(cfg.out, "checkpoints"), exist_ok=True)
+            with open(os.path.join(cfg.out, "config.toml"), "w") as f:
+                f.write(config_to_toml(cfg))
+            with open(os.path.join(cfg.out, "config.json"), "w") as f:
+                json.dump(asdict(cfg), f, indent=1)
+        return cfg.out
+
+    # ------------------------------------------------------------------------ networks
+    def _models(self) -> dict:
+        return {"lifter": self.lifter, "disc": self.disc, "tdisc": self.tdisc}
+
+    def _load_models(self, states: dict):
+        for k, m in self._models().items():
+            if k in states:
+                try:
+                    m.load_state_dict(states[k])
+                except RuntimeError as exc:
+                    raise ConfigError(f"checkpoint: network {k!r} does not fit this config: {exc}") from None
+
+    def _broadcast_parameters(self):
+        if not self.distributed:
+            return
+        for m in self._models().values():
+            for t in list(m.parameters()) + list(m.buffers()):
+                dist.broadcast(t.data, src=0)
+
+    def _check_replicas(self):
+        """Raise if the processes' parameters diverged (they must stay bitwise equal)."""
+        if not self.distributed:
+            return
+        for name, m in self._models().items():
+            flat = torch.cat([p.detach().reshape(-1).float() for p in m.parameters()])
+            lo, hi = flat.clone(), flat.clone()
+            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+            if not torch.equal(lo, hi):
+                raise RuntimeError(f"distributed training: the {name} replicas diverged across processes")
+
+    def _average_buffers(self):
+        """Average BatchNorm running statistics over processes (before validation/checkpoints)."""
+        if not self.distributed:
+            return
+        for m in self._models().values():
+            for name, b in m.named_buffers():
+                if b.is_floating_point() and ("running_" in name):
+                    dist.all_reduce(b.data)
+                    b.data /= self.world_size
+
+    def _allreduce_grads(self, module: torch.nn.Module):
+        if not self.distributed:
+            return
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        off = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[off:off + n].view_as(g))
+            off += n
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _fp32(self):
+        """Geometry always runs in float32, also inside an autocast region."""
+        return torch.autocast(self.device.type, enabled=False) if self.amp_dtype is not None else contextlib.nullcontext()
+
+    def _lift(self, x: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            d = self.g_fwd(x)
+        with self._fp32():
+            return geo.lift_to_3d(x, d.float(), c=self.cfg.c, floor=self.cfg.depth_floor, min_depth=self.cfg.min_depth)
+
+    def _project(self, Y, R, transpose=False):
+        cfg = self.cfg
+        with self._fp32():
+            return geo.project_normalized(Y, R, c=cfg.c, root=self.root, head=self.head, transpose=transpose,
+                                          floor=cfg.projection_floor, min_depth=cfg.min_depth)
+
+    def _rotations(self, n: int):
+        cfg = self.cfg
+        offset = (self.step * self.world_size + self.rank) * n
+        return geo.sample_rotations(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset,
+                                    distribution=cfg.rotation_distribution, device=self.device)
+
+    def _update(self, key: str, loss: torch.Tensor, module: torch.nn.Module, opt, clip: float = 0.0):
+        scaler = self.scalers[key]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        self._allreduce_grads(module)
+        if clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        scaler.step(opt)
+        scaler.update()
+
+    # -------------------------------------------------------------------------- steps
+    def _augment(self, batch: dict) -> dict:
+        """Mirror a random half of the batch: x -> -x and left/right joints swapped (3D: X -> -X)."""
+        if not self.cfg.flip_augment:
+            return batch
+        x = batch["keypoints_2d"]
+        flip = torch.rand(x.shape[0], device=x.device) < 0.5
+        out = dict(batch)
+        m3 = torch.tensor([-1.0, 1.0, 1.0], device=x.device)
+        for key, mirror in (("keypoints_2d", self._mirror_x), ("keypoints_2d_prev", self._mirror_x),
+                            ("confidence", None), ("confidence_prev", None), ("keypoints_3d", m3)):
+            if key not in batch:
+                continue
+            v = batch[key]
+            f = v[:, self._flip_perm]
+            if mirror is not None:
+                f = f * mirror
+            out[key] = torch.where(flip.view(-1, *([1] * (v.dim() - 1))), f, v)
+        return out
+
+    def unsupervised_step(self, batch: dict) -> dict:
+        """One generator step of the cycle, with its discriminator update(s). Returns detached losses."""
+        cfg = self.cfg
+        batch = self._augment(batch)
+        x = batch["keypoints_2d"]
+        conf = batch["confidence"]
+        x = torch.where(conf[..., None] > 0, x, torch.zeros_like(x))
+        B = x.shape[0]
+        prev = batch.get("keypoints_2d_prev") if (self.temporal or self.use_bone_temporal) else None
+        has_prev = batch.get("has_prev")
+
+        warm = self.step < cfg.d_warmup and self.use_d  # discriminator warm-up: the lifter waits
+        # 1-3 run in one autocast region (when amp is on) so the lifter's weights are cast once
+        with self._autocast(), (torch.no_grad() if warm else contextlib.nullcontext()):
+            # 1. lift (the previous frames ride along in the same forward)
+            if prev is not None:
+                Y_all = self._lift(torch.cat([x, prev], 0))
+                Y, Y_prev = Y_all[:B], Y_all[B:]
+            else:
+                Y, Y_prev = self._lift(x), None
+            # 2. rotate, project, re-normalise
+            R = self._rotations(B)
+            y_fake, Y_rot, _ = self._project(Y, R)
+            y_fake = torch.where(conf[..., None] > 0, y_fake, torch.zeros_like(y_fake))
+            # 3. re-lift, rotate back
+            need_cycle = ((cfg.use_l2d and cfg.w_2d > 0) or (cfg.use_l3d and cfg.w_3d > 0)) and not warm
+            out = {}
+            if need_cycle:
+                Y_re = self._lift(y_fake)
+                x_back, _, _ = self._project(Y_re, R, transpose=True)
+                w = conf if cfg.use_confidence else None
+                with self._fp32():
+                    l2d, l3d = geo.cycle_consistency_loss(x, x_back, Y_rot, Y_re, weights=w, kind=cfg.consistency,
+                                                          root=self.root)
+            else:
+                l2d = l3d = torch.zeros((), device=self.device)
+
+        # 4. discriminator updates on detached fakes
+        if self.use_d:
+            yf = y_fake.detach()
+            for _ in range(cfg.d_steps):
+                out.update(self._d_update(x, yf))
+            if self.temporal:
+                y_prev_fake, _, _ = self._project(Y_prev, R)
+                pf = y_prev_fake.detach()
+                out.update(self._t_update(x, prev, yf, pf, has_prev))
+
+        if warm:
+            return out
+        # 5. lifter update
+        ramp = min(1.0, (self.step + 1) / cfg.consistency_warmup) if cfg.consistency_warmup else 1.0
+        loss = torch.zeros((), device=self.device)
+        if cfg.use_l2d:
+            loss = loss + cfg.w_2d * ramp * l2d
+        if cfg.use_l3d:
+            loss = loss + cfg.w_3d * ramp * l3d
+        if self.use_d:
+            with self._frozen(self.disc), self._autocast():
+                adv = L.g_loss(cfg.gan_loss, self.d_fwd(y_fake))
+            loss = loss + cfg.w_adv * adv
+            out["loss_adv"] = adv.detach()
+            if self.temporal:
+                with self._frozen(self.tdisc), self._autocast():
+                    lt = L.g_loss(cfg.gan_loss, self._masked(self.t_fwd(y_fake, y_prev_fake), has_prev))
+                loss = loss + cfg.w_temporal * lt
+                out["loss_t"] = lt.detach()
+        bone = torch.zeros((), device=self.device)
+        if cfg.w_bone_sym > 0 and self._sym is not None:
+            bone = bone + cfg.w_bone_sym * L.bone_symmetry_loss(Y, *self._sym)
+        if self.use_bone_temporal and Y_prev is not None:
+            bone = bone + cfg.w_bone_temporal * L.bone_constancy_loss(Y, Y_prev, self._bone_child, self._bone_parent)
+        if cfg.w_bone_sym > 0 or self.use_bone_temporal:
+            loss = loss + bone
+            out["loss_bone"] = bone.detach()
+        self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)
+        out.update(loss_g=loss.detach(), loss_2d=l2d.detach(), loss_3d=l3d.detach())
+        return out
+
+    @staticmethod
+    def _masked(v: torch.Tensor, mask):
+        return v if mask is None else v[mask.bool()]
+
+    @contextlib.contextmanager
+    def _frozen(self, module):
+        flags = [p.requires_grad for p in module.parameters()]
+        for p in module.parameters():
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, f in zip(module.parameters(), flags):
+                p.requires_grad_(f)
+
+    def _d_update(self, real: torch.Tensor, fake: torch.Tensor) -> dict:
+        """One update of D on real against fake poses (one forward over both). With
+        ``d_flip_negatives`` the real poses mirrored in x, labels kept (projections of
+        chirality-flipped people, i.e. of depth-mirrored lifts), are extra fakes: D learns
+        chirality from 2D data alone."""
+        cfg = self.cfg
+        B = real.shape[0]
+        parts = [real, fake]
+        if cfg.d_flip_negatives > 0:
+            parts.append(real * self._mirror_x)
+        with self._autocast():
+            o = self.d_fwd(torch.cat(parts, 0)).float()
+        o_real, o_fake = o[:B], o[B:2 * B]
+        loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
+        if cfg.d_flip_negatives > 0:
+            loss = loss + cfg.d_flip_negatives * L.d_fake_term(cfg.gan_loss, o[2 * B:])
+        if cfg.gan_loss == "wgan-gp":
+            loss = loss + cfg.gp_weight * L.gradient_penalty(self.d_fwd, real, fake)
+        acc = L.d_accuracy(cfg.gan_loss, o_real.detach(), o_fake.detach())
+        if cfg.d_acc_cap >= 1.0 or float(acc) <= cfg.d_acc_cap:
+            self._update("d", loss, self.disc, self.opt_d)
+        out = {"loss_d": loss.detach(), "d_acc": acc}
+        if cfg.d_flip_negatives > 0:
+            out["d_flip_acc"] = L.d_accuracy(cfg.gan_loss, o_real.detach(), o[2 * B:].detach())
+        return out
+
+    def _t_update(self, x, prev, yf, pf, has_prev) -> dict:
+        cfg = self.cfg
+        B = x.shape[0]
+        with self._autocast():
+            o = self.t_fwd(torch.cat([x, yf], 0), torch.cat([prev, pf], 0)).float()
+        o_real, o_fake = self._masked(o[:B], has_prev), self._masked(o[B:], has_prev)
+        loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
+        if cfg.gan_loss == "wgan-gp":
+            gp = L.gradient_penalty(self.t_fwd, x, yf, None, prev, extra_fake=(pf,))
+            loss = loss + cfg.gp_weight * gp
+        acc = L.d_accuracy(cfg.gan_loss, o_real.detach(), o_fake.detach())
+        if cfg.d_acc_cap >= 1.0 or float(acc) <= cfg.d_acc_cap:
+            self._update("t", loss, self.tdisc, self.opt_t)
+        return {"loss_dt": loss.detach(), "dt_acc": acc}
+
+    def supervised_step(self, batch: dict) -> dict:
+        """The upper reference: the same lifter regressed onto depth offsets derived from 3D labels."""
+        cfg = self.cfg
+        batch = self._augment(batch)
+        x, conf = batch["keypoints_2d"], batch["confidence"]
+        x = torch.where(conf[..., None] > 0, x, torch.zeros_like(x))
+        target = supervised_targets(x, batch["keypoints_3d"], cfg.c + cfg.min_depth, self.root)
+        target = (target - self.lifter.out_mean) / self.lifter.out_std
+        with self._autocast():
+            pred = self.g_fwd(x)
+        pred = (pred.float() - self.lifter.out_mean) / self.lifter.out_std
+        w = (conf > 0).float()
+        loss = (((pred - target) ** 2) * w).sum() / w.sum().clamp_min(1)
+        self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)
+        return {"loss_sup": loss.detach(), "loss_g": loss.detach()}
+
+    # ------------------------------------------------------------------------- validation
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch: int = 8192) -> torch.Tensor:
+        """Root-relative 3D poses (N, J, 3) of normalised 2D poses, lifter in eval mode."""
+        was = self.lifter.training
+        self.lifter.eval()
+        outs = []
+        for i in range(0, x.shape[0], batch):
+            xb = x[i:i + batch].to(self.device)
+            Y = self._lift(xb)
+            outs.append((Y - Y[:, self.root:self.root + 1]).float().cpu())
+        self.lifter.train(was)
+        return torch.cat(outs) if outs else torch.zeros(0, self.J, 3)
+
+    def evaluate(self, ev: EvalSet) -> dict:
+        pred = self.predict(ev.x)
+        return pose_metrics(pred, ev.target, ev.x, root=self.root)
+
+    def validate(self) -> dict:
+        if self.val_set is None or self.rank != 0:
+            return {}
+        m = self.evaluate(self.val_set)
+        self.last_val = {f"val_{k}": v for k, v in m.items()}
+        return self.last_val
+
+    # ------------------------------------------------------------------------- the loop
+    def fit(self, stop_at: int | None = None) -> dict:
+        """Train until ``cfg.steps`` (or ``stop_at``, for tests), the time budget, or a signal.
+
+        Returns a summary dict (also written to ``summary.json``): steps done, wall time, why it
+        stopped, the last and best validation metrics and the test metrics.
+        """
+        cfg = self.cfg
+        target = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+        self._handlers = self._install() if self._install_signals else None
+        csv_path = os.path.join(self.out, "metrics.csv")
+        writer, fh = self._open_csv(csv_path) if self.rank == 0 else (None, None)
+        tb = self._tensorboard() if self.rank == 0 else None
+        bar = None
+        if cfg.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=target, initial=self.step, desc=cfg.mode, dynamic_ncols=True, mininterval=1.0,
+                       file=sys.stderr)
+        t_start = time.perf_counter() - self.elapsed
+        t_ckpt = time.perf_counter()
+        acc: dict = {}
+        n_acc = 0
+        t_log, s_log = time.perf_counter(), self.step
+        reason = "steps"
+        step_fn = self.supervised_step if cfg.mode == "supervised" else self.unsupervised_step
+        self.lifter.train()
+        self.disc.train()
+        self.tdisc.train()
+        it = self._iterate()
+        if self.step == 0 and self.val_set is not None:
+            self._log_val(writer, tb, bar)
+        try:
+            while self.step < target:
+                batch = next(it)
+                out = step_fn(batch)
+                for k, v in out.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                n_acc += 1
+                self.step += 1
+                with warnings.catch_warnings():  # the lifter's optimiser has not stepped during d_warmup
+                    warnings.simplefilter("ignore", UserWarning)
+                    for k in self._active_scheds:
+                        self.scheds[k].step()
+                if bar is not None:
+                    bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == target:
+                    now = time.perf_counter()
+                    row = {k: float(v) / n_acc for k, v in acc.items()}
+                    row["samples_per_s"] = (self.step - s_log) * cfg.batch_size * self.world_size / max(now - t_log, 1e-9)
+                    self._write_row(writer, fh, tb, row)
+                    if bar is not None:
+                        bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss_g", "loss_d", "d_acc") if k in row}
+                                        | ({"val": f"{self.last_val['val_p_mpjpe']:.1f}"} if self.last_val else {}))
+                    acc, n_acc, t_log, s_log = {}, 0, now, self.step
+                epoch_end = getattr(self, "_epoch_ended", False)
+                self._epoch_ended = False
+                if (cfg.val_every and self.step % cfg.val_every == 0) or (not cfg.val_every and epoch_end):
+                    self._log_val(writer, tb, bar)
+                self.elapsed = time.perf_counter() - t_start
+                stop = self._should_stop(t_start)
+                if stop:
+                    reason = stop
+                    break
+                due = (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or \
+                      (cfg.ckpt_minutes and time.perf_counter() - t_ckpt > 60 * cfg.ckpt_minutes)
+                if due and self.step < target:
+                    self.save("last")
+                    t_ckpt = time.perf_counter()
+        finally:
+            if bar is not None:
+                bar.close()
+        self.elapsed = time.perf_counter() - t_start
+        self._check_replicas()
+        if self.val_set is not None and self._val_step != self.step:
+            self._log_val(writer, tb, None)
+        self.save("last")
+        if fh is not None:
+            fh.close()
+        if tb is not None:
+            tb.close()
+        self._restore_signals()
+        summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1), "stopped_by": reason,
+                   "interrupted": reason.startswith("signal"), "out": self.out,
+                   "last_val": {k: v for k, v in self.last_val.items() if not k.startswith("_")}, "best": self.best}
+        if reason in ("steps", "time") and self.rank == 0:
+            summary["test"] = self.test()
+        if self.rank == 0:
+            with open(os.path.join(self.out, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=1)
+        if self.distributed:
+            dist.barrier()
+        return summary
+
+    def _iterate(self):
+        while True:  # the loader moves itself to the next epoch after its last batch
+            for batch in self.loader:
+                yield batch
+            self.epoch = self.loader.epoch
+            self._epoch_ended = True
+
+    def _should_stop(self, t_start) -> str | None:
+        reason = None
+        if self._signal is not None:
+            reason = f"signal {self._signal}"
+        elif self.cfg.max_minutes and time.perf_counter() - t_start > 60 * self.cfg.max_minutes:
+            reason = "time"
+        if self.distributed:  # every process must stop at the same step
+            flag = torch.tensor([0 if reason is None else (2 if reason.startswith("signal") else 1)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            reason = {0: None, 1: "time", 2: reason or "signal (other rank)"}[int(flag)]
+        return reason
+
+    def test(self) -> dict:
+        """Score the final lifter on the full test set (and the full validation set when no test)."""
+        res = {}
+        for name, ps in (("test", self.data.test), ("val_full", self.data.val if self.data.test is None else None)):
+            if ps is None:
+                continue
+            ev = make_eval_set(ps, self.root, self.head, self.cfg.c, 0, name)
+            res[name] = self.evaluate(ev)
+            self.log(f"{name} ({len(ev)} poses): " + ", ".join(f"{k} {v:.1f}" for k, v in res[name].items()) + " mm")
+        if "best.pt" in os.listdir(os.path.join(self.out, "checkpoints")) and self.data.test is not None:
+            st = load_checkpoint(os.path.join(self.out, "checkpoints", "best.pt"))
+            cur = {k: v.clone() for k, v in self.lifter.state_dict().items()}
+            self.lifter.load_state_dict(st["models"]["lifter"])
+            ev = make_eval_set(self.data.test, self.root, self.head, self.cfg.c, 0, "test")
+            res["test_best"] = self.evaluate(ev)
+            res["test_best"]["step"] = st["step"]
+            self.lifter.load_state_dict(cur)
+            self.log(f"test, best checkpoint (step {st['step']}): p_mpjpe {res['test_best']['p_mpjpe']:.1f} mm")
+        return res
+
+    def _log_val(self, writer, tb, bar):
+        """Validate (rank 0) and keep the best checkpoint. A collective call: every process makes it."""
+        self._val_step = self.step
+        self._average_buffers()
+        if self.rank == 0 and self.val_set is not None:
+            m = self.validate()
+            row = {k: v for k, v in m.items()}
+            self._write_row(writer, None, tb, row)
+            msg = (f"step {self.step}: val p_mpjpe {m['val_p_mpjpe']:.1f} n_mpjpe {m['val_n_mpjpe']:.1f} "
+                   f"mpjpe(scaled) {m['val_mpjpe_scaled']:.1f} flip {m['val_p_mpjpe_flip']:.1f} "
+                   f"flat {m['val_p_mpjpe_flat']:.1f} mm")
+            (bar.write if bar is not None else self.log)(msg)
+            if m["val_p_mpjpe"] < self.best["value"] and self.step > 0:
+                self.best = {"metric": "val_p_mpjpe", "value": m["val_p_mpjpe"], "step": self.step}
+                self.save("best", sync=False)  # buffers were averaged above; rank 0 alone here
+        if self.distributed:
+            obj = [self.best]
+            dist.broadcast_object_list(obj, src=0)
+            self.best = obj[0]
+
+    # ---------------------------------------------------------------------- outputs
+    def _open_csv(self, path):
+        exists = os.path.isfile(path)
+        if exists:  # resumed: drop rows written after the checkpoint we resumed from
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step") and int(float(r["step"])) <= self.step]
+        fh = open(path, "w", newline="")
+        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        if exists:
+            w.writerows(rows)
+        fh.flush()
+        return w, fh
+
+    def _write_row(self, writer, fh, tb, row: dict):
+        if writer is None:
+            return
+        full = {"step": self.step, "epoch": self.epoch, "time_s": round(self.elapsed, 2),
+                "lr": self.opt_g.param_groups[0]["lr"]}
+        full.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items() if not k.startswith("_")})
+        writer.writerow(full)
+        if fh is not None:
+            fh.flush()
+        if tb is not None:
+            for k, v in full.items():
+                if k not in ("step",) and isinstance(v, (int, float)):
+                    tb.add_scalar(k, v, self.step)
+
+    def _tensorboard(self):
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard is an optional dependency
+            return None
+        return SummaryWriter(os.path.join(self.out, "tb"))
+
+    # ---------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "config": asdict(self.cfg),
+            "step": self.step,
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "models": {k: m.state_dict() for k, m in self._models().items()},
+            "optimizers": {"g": self.opt_g.state_dict(), "d": self.opt_d.state_dict(), "t": self.opt_t.state_dict()},
+            "schedulers": {k: s.state_dict() for k, s in self.scheds.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "loader": self.loader.state_dict(),
+            "rng": rng_state(),
+            "best": dict(self.best),
+            "world_size": self.world_size,
+        }
+
+    def save(self, which: str = "last", sync: bool = True) -> str | None:
+        """Write ``checkpoints/<which>.pt`` atomically (rank 0). With ``sync`` (a collective call:
+        every process must make it) BatchNorm statistics are averaged over processes first."""
+        if sync:
+            self._average_buffers()
+        path = None
+        if self.rank == 0:
+            path = save_checkpoint(self.state_dict(), os.path.join(self.out, "checkpoints", f"{which}.pt"))
+        return path
+
+    def _restore(self, st: dict):
+        self._load_models(st["models"])
+        self.opt_g.load_state_dict(st["optimizers"]["g"])
+        self.opt_d.load_state_dict(st["optimizers"]["d"])
+        self.opt_t.load_state_dict(st["optimizers"]["t"])
+        for k, s in self.scheds.items():
+            s.load_state_dict(st["schedulers"][k])
+        for k, s in self.scalers.items():
+            s.load_state_dict(st["scalers"][k])
+        self.loader.load_state_dict(st["loader"])
+        self.step, self.epoch, self.elapsed = st["step"], st["epoch"], st.get("elapsed", 0.0)
+        self.best = st.get("best", self.best)
+        set_rng_state(st["rng"])
+
+    # ---------------------------------------------------------------------- signals
+    def _install(self):
+        if self.rank != 0 and not self.distributed:
+            return None
+        try:
+            old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+            def handler(signum, frame):
+                if self._signal is not None:  # second signal: give up at once
+                    raise KeyboardInterrupt
+                self._signal = signal.Signals(signum).name
+                self.log(f"\n{self._signal}: checkpointing at the end of this step, then stopping "
+                         "(send again to abort without a checkpoint)")
+            for s in old:
+                signal.signal(s, handler)
+            return old
+        except ValueError:  # not the main thread
+            return None
+
+    def _restore_signals(self):
+        if getattr(self, "_handlers", None):
+            for s, h in self._handlers.items():
+                signal.signal(s, h)
+            self._handlers = None
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Build a :class:`Trainer` and run it; returns its summary."""
+    return Trainer(cfg, log=log).fit()

@@ -1,0 +1,137 @@
+"""Geometry of the lift-reproject-lift cycle, as the training engine uses it.
+
+Each function dispatches to the fused op of :mod:`fastlift.ops` when this install has it and
+otherwise runs the pure-torch version below (same contract). The engine only talks to this module.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fastlift import ops as _ops
+
+__all__ = ["sample_rotations", "lift_to_3d", "rotate_project", "normalize_2d", "cycle_consistency_loss",
+           "project_normalized", "has_fused"]
+
+
+_BACKEND: str | None = None
+
+
+def set_backend(name: str | None) -> None:
+    """Backend for the fused ops (``"cpu"``, ``"cuda"``, ``"triton"``, ``"reference"``; None or
+    ``"auto"``: fastlift.ops chooses)."""
+    global _BACKEND
+    _BACKEND = None if name in (None, "", "auto") else name
+
+
+def has_fused(name: str) -> bool:
+    """True when :mod:`fastlift.ops` provides ``name``."""
+    return hasattr(_ops, name)
+
+
+# ----------------------------------------------------------------------------------------- local
+def _floor(z: torch.Tensor, floor: str, min_depth: float) -> torch.Tensor:
+    if floor == "soft":
+        return F.softplus(z) + min_depth
+    return z.clamp_min(0.0) + min_depth
+
+
+def _lift_local(x2d, depth_offset, c=10.0, floor="soft", min_depth=1.0):
+    z = _floor(depth_offset + c, floor, min_depth)
+    return torch.cat([x2d * z[..., None], z[..., None]], dim=-1)
+
+
+def _rotations_local(n, azimuth_range=(-math.pi, math.pi), elevation_range=(-math.pi / 9, math.pi / 9),
+                     seed=0, offset=0, distribution="uniform", device=None, dtype=torch.float32):
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(offset)) % (2**63 - 1))
+    u = torch.rand(n, 2, generator=g, dtype=torch.float64)
+    if distribution == "uniform":
+        az = azimuth_range[0] + (azimuth_range[1] - azimuth_range[0]) * u[:, 0]
+        el = elevation_range[0] + (elevation_range[1] - elevation_range[0]) * u[:, 1]
+    else:
+        raise ValueError(f"sample_rotations: unknown distribution {distribution!r}")
+    ca, sa, ce, se = az.cos(), az.sin(), el.cos(), el.sin()
+    one, zero = torch.ones_like(ca), torch.zeros_like(ca)
+    ry = torch.stack([ca, zero, sa, zero, one, zero, -sa, zero, ca], 1).view(n, 3, 3)
+    rx = torch.stack([one, zero, zero, zero, ce, -se, zero, se, ce], 1).view(n, 3, 3)
+    return (rx @ ry).to(device=device, dtype=dtype)
+
+
+def _rotate_project_local(Y, R, c=10.0, root=0, transpose=False, floor="soft", min_depth=1.0):
+    rel = Y - Y[:, root:root + 1]
+    Yr = rel @ R if transpose else rel @ R.transpose(1, 2)
+    z = Yr[..., 2] + c
+    z = F.softplus(z - min_depth) + min_depth if floor == "soft" else z.clamp_min(min_depth)
+    return Yr[..., :2] / z[..., None], Yr
+
+
+# ------------------------------------------------------------------------------------- dispatch
+def sample_rotations(n, azimuth_range=(-math.pi, math.pi), elevation_range=(-math.pi / 9, math.pi / 9),
+                     seed=0, offset=0, distribution="uniform", device=None, dtype=torch.float32):
+    """(n, 3, 3) rotations ``R_x(elevation) R_y(azimuth)``, reproducible from ``(seed, offset)``."""
+    if has_fused("sample_rotations"):
+        return _ops.sample_rotations(n, azimuth_range=tuple(azimuth_range), elevation_range=tuple(elevation_range),
+                                     seed=int(seed), offset=int(offset), distribution=distribution,
+                                     device=device, dtype=dtype, backend=_BACKEND)
+    return _rotations_local(n, azimuth_range, elevation_range, seed, offset, distribution, device, dtype)
+
+
+def lift_to_3d(x2d, depth_offset, c=10.0, floor="soft", min_depth=1.0):
+    """``(x z, y z, z)`` with ``z = floor(c + d)`` (B, J, 3)."""
+    if has_fused("lift_to_3d"):
+        return _ops.lift_to_3d(x2d, depth_offset, c=c, floor=floor, min_depth=min_depth)
+    return _lift_local(x2d, depth_offset, c, floor, min_depth)
+
+
+def rotate_project(Y, R, c=10.0, root=0, transpose=False, floor="soft", min_depth=1.0):
+    """Rotate ``Y`` about its root by ``R`` (``R^T`` with ``transpose``), put the root at depth ``c``
+    and project with unit focal length. Returns ``(x2d (B,J,2), Y_rot (B,J,3) root-relative)``;
+    ``x2d`` is *not* re-normalised (see :func:`project_normalized`)."""
+    if floor == "soft" and has_fused("rotate_project"):
+        return _ops.rotate_project(Y, R, c=c, root=root, transpose=transpose, min_depth=min_depth, backend=_BACKEND)
+    return _rotate_project_local(Y, R, c, root, transpose, floor, min_depth)
+
+
+def normalize_2d(x2d, root=0, head=10, c=10.0):
+    """Root-centre and scale the head-root distance to ``1/c``; returns ``(normalised, scale (B,))``."""
+    return _ops.normalize_2d(x2d, root=root, head=head, c=c, backend=_BACKEND)
+
+
+def project_normalized(Y, R, c=10.0, root=0, head=10, transpose=False, floor="soft", min_depth=1.0):
+    """Rotate, project and re-normalise: ``(x2d_normalised, Y_rot * scale, scale)``.
+
+    The re-lift of the normalised projection sees the pose at the normalised scale, so the
+    rotated 3D pose is returned multiplied by the same per-sample factor (weak-perspective exact).
+    """
+    x2d, Yr = rotate_project(Y, R, c=c, root=root, transpose=transpose, floor=floor, min_depth=min_depth)
+    xn, s = normalize_2d(x2d, root=root, head=head, c=c)
+    return xn, Yr * s[:, None, None], s
+
+
+def cycle_consistency_loss(x, x_back, Y_rot, Y_relift, weights=None, kind="mse", root=0):
+    """Per-element mean 2D and 3D consistency losses, 3D compared root-relative; optional joint
+    weights (B, J) (joints with weight 0 are excluded from both)."""
+    Y_rot = Y_rot - Y_rot[:, root:root + 1]
+    Y_relift = Y_relift - Y_relift[:, root:root + 1]
+    if kind in ("mse", "l1") and has_fused("cycle_consistency_loss"):
+        return _ops.cycle_consistency_loss(x, x_back, Y_rot, Y_relift, weights=weights, kind=kind, backend=_BACKEND)
+    d2 = x_back - x
+    d3 = Y_relift - Y_rot
+    if kind == "mse":
+        e2, e3 = d2.square(), d3.square()
+    elif kind == "l1":
+        e2, e3 = d2.abs(), d3.abs()
+    elif kind == "huber":
+        e2 = F.huber_loss(d2, torch.zeros_like(d2), reduction="none", delta=0.1)
+        e3 = F.huber_loss(d3, torch.zeros_like(d3), reduction="none", delta=0.1)
+    else:
+        raise ValueError(f"cycle_consistency_loss: unknown kind {kind!r}")
+    if weights is None:
+        return e2.mean(), e3.mean()
+    w = torch.where(weights > 0, weights, torch.zeros_like(weights))[..., None]
+    e2 = torch.where(w > 0, e2, torch.zeros_like(e2))
+    e3 = torch.where(w > 0, e3, torch.zeros_like(e3))
+    den = w.sum().clamp_min(1e-12)
+    return (e2 * w).sum() / (2 * den), (e3 * w).sum() / (3 * den)

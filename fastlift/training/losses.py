@@ -1,0 +1,104 @@
+"""GAN losses and the anatomical cues of the training step.
+
+GAN losses take discriminator outputs (logits or critic values, shape (B,)):
+
+* ``bce``: non-saturating binary cross-entropy (Goodfellow et al.): D minimises
+  ``softplus(-D(real)) + softplus(D(fake))`` (with one-sided label smoothing, the real target is
+  ``1 - s``), G minimises ``softplus(-D(fake))``;
+* ``lsgan``: least squares (Mao et al.): D ``(D(real) - (1 - s))^2 + D(fake)^2``, G ``(D(fake) - 1)^2``;
+* ``wgan-gp``: Wasserstein critic with gradient penalty (Gulrajani et al.): D ``D(fake) - D(real)
+  + gp * (|grad D(mix)| - 1)^2``, G ``-D(fake)``.
+
+All are batch means.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["d_loss", "d_fake_term", "g_loss", "gradient_penalty", "bone_lengths", "bone_symmetry_loss",
+           "bone_constancy_loss", "d_accuracy"]
+
+
+def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Discriminator loss (without the gradient penalty) from outputs on real and fake poses."""
+    real, fake = real.float(), fake.float()
+    t = 1.0 - label_smoothing
+    if kind == "bce":
+        if label_smoothing:
+            lr = F.binary_cross_entropy_with_logits(real, torch.full_like(real, t))
+        else:
+            lr = F.softplus(-real).mean()
+        return lr + F.softplus(fake).mean()
+    if kind == "lsgan":
+        return ((real - t) ** 2).mean() + (fake ** 2).mean()
+    if kind == "wgan-gp":
+        return fake.mean() - real.mean()
+    raise ValueError(f"unknown GAN loss {kind!r}")
+
+
+def d_fake_term(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """The fake half of D's loss alone (for extra negatives)."""
+    fake = fake.float()
+    if kind == "bce":
+        return F.softplus(fake).mean()
+    if kind == "lsgan":
+        return (fake ** 2).mean()
+    if kind == "wgan-gp":
+        return fake.mean()
+    raise ValueError(f"unknown GAN loss {kind!r}")
+
+
+def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
+    """Generator (lifter) adversarial loss from the discriminator's outputs on fake poses."""
+    fake = fake.float()
+    if kind == "bce":
+        return F.softplus(-fake).mean()
+    if kind == "lsgan":
+        return ((fake - 1.0) ** 2).mean()
+    if kind == "wgan-gp":
+        return -fake.mean()
+    raise ValueError(f"unknown GAN loss {kind!r}")
+
+
+def d_accuracy(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Fraction of the batch D classifies correctly (threshold 0 for bce/wgan, 0.5 for lsgan)."""
+    th = 0.5 if kind == "lsgan" else 0.0
+    return 0.5 * ((real > th).float().mean() + (fake <= th).float().mean())
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None,
+                     *extra_real, extra_fake=()) -> torch.Tensor:
+    """``mean((|grad critic(mix)| - 1)^2)`` on random interpolates of real and fake inputs."""
+    b = real.shape[0]
+    shape = (b,) + (1,) * (real.dim() - 1)
+    a = torch.rand(shape, generator=generator, dtype=real.dtype).to(real.device)
+    mix = (a * real + (1 - a) * fake).detach().requires_grad_(True)
+    inputs = [mix]
+    if extra_real:
+        mix2 = (a * extra_real[0] + (1 - a) * extra_fake[0]).detach().requires_grad_(True)
+        inputs.append(mix2)
+    out = critic(*inputs)
+    grads = torch.autograd.grad(out.float().sum(), inputs, create_graph=True)
+    g = torch.cat([x.reshape(b, -1) for x in grads], 1)
+    return ((g.norm(dim=1) - 1) ** 2).mean()
+
+
+def bone_lengths(Y: torch.Tensor, child: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    """(B, nb) bone lengths of 3D poses (B, J, 3)."""
+    return (Y[:, child] - Y[:, parent]).norm(dim=-1)
+
+
+def bone_symmetry_loss(Y: torch.Tensor, left_child, left_parent, right_child, right_parent) -> torch.Tensor:
+    """Mean squared relative difference of mirrored left/right bone lengths (scale-free)."""
+    ll = bone_lengths(Y, left_child, left_parent)
+    rl = bone_lengths(Y, right_child, right_parent)
+    return (((ll - rl) / (ll + rl + 1e-6)) ** 2).mean()
+
+
+def bone_constancy_loss(Y_t: torch.Tensor, Y_prev: torch.Tensor, child, parent) -> torch.Tensor:
+    """Mean squared relative change of bone lengths between two frames of one person."""
+    a, b = bone_lengths(Y_t, child, parent), bone_lengths(Y_prev, child, parent)
+    sa = a / (a.sum(1, keepdim=True) + 1e-6)
+    sb = b / (b.sum(1, keepdim=True) + 1e-6)
+    return ((sa - sb) ** 2).sum(1).mean()

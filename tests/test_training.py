@@ -1,0 +1,276 @@
+"""fastlift.training: config, losses, the engine (tiny networks, few steps), checkpoints, resume,
+signals, bad input."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fastlift.data import PoseSet
+from fastlift.data.errors import PoseDataError
+from fastlift.data.synthetic import generate
+from fastlift.training import losses as L
+from fastlift.training.config import (PRESETS, ConfigError, TrainConfig, config_to_toml, load_config_file,
+                                      resolve_config)
+from fastlift.training.engine import Trainer
+from fastlift.training.inputs import supervised_targets
+
+TINY = dict(preset="tiny", threads=1, tensorboard=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("poses")
+    out = {}
+    for split, n in (("train", 1500), ("val", 300)):
+        ps = generate(n, seed=3, split=split, seq_len=50)
+        out[split] = ps.save(str(d / f"{split}.npz"))
+    out["dir"] = d
+    return out
+
+
+def cfg_for(files, tmp_path, **kw):
+    values = dict(TINY, data=files["train"], val=files["val"], test=files["val"], out=str(tmp_path / "run"))
+    values.update(kw)
+    return resolve_config(cli_values=values)
+
+
+# ------------------------------------------------------------------------------------ config
+def test_unknown_key_names_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown key 'widht'.*did you mean 'width'"):
+        resolve_config(cli_values={"widht": 3})
+
+
+def test_config_file_toml_and_precedence(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('preset = "tiny"\n[model]\nwidth = 48\nbatch_norm = false\n[loss]\nw_2d = 3.5\n')
+    vals = load_config_file(str(p))
+    assert vals == {"preset": "tiny", "width": 48, "batch_norm": False, "w_2d": 3.5}
+    cfg = resolve_config(vals, {"w_2d": "7"})
+    assert cfg.width == 48 and cfg.batch_norm is False and cfg.w_2d == 7.0
+    assert cfg.d_width == PRESETS["tiny"]["d_width"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("lerning_rate = 1\n")
+    with pytest.raises(ConfigError, match="unknown key 'lerning_rate'"):
+        load_config_file(str(bad))
+
+
+def test_config_values_are_checked():
+    with pytest.raises(ConfigError, match="gan_loss"):
+        resolve_config(cli_values={"gan_loss": "bcee"})
+    with pytest.raises(ConfigError, match="dropout"):
+        resolve_config(cli_values={"dropout": 1.5})
+    with pytest.raises(ConfigError, match="width"):
+        resolve_config(cli_values={"width": "wide"})
+    with pytest.raises(ConfigError, match="preset"):
+        resolve_config(cli_values={"preset": "papr"})
+
+
+def test_config_roundtrip_through_toml(tmp_path):
+    cfg = resolve_config(cli_values={"preset": "paper", "azimuth_range": "-90,90", "val": "x.npz"})
+    assert (cfg.width, cfg.blocks, cfg.dropout, cfg.batch_norm) == (1024, 4, 0.5, True)
+    assert (cfg.w_adv, cfg.w_2d, cfg.w_3d, cfg.w_temporal) == (1.0, 10.0, 0.001, 1.0)
+    p = tmp_path / "r.toml"
+    p.write_text(config_to_toml(cfg))
+    again = resolve_config(load_config_file(str(p)))
+    assert again == cfg
+
+
+def test_cli_flags(tmp_path):
+    from fastlift.train import parse_config
+    cfg, _ = parse_config(["--preset", "tiny", "--no-batch-norm", "--use-discriminator", "false", "--width", "40",
+                           "--azimuth-range", "-90", "90", "--elevation-range=-10,5"])
+    assert cfg.batch_norm is False and cfg.use_discriminator is False and cfg.width == 40
+    assert cfg.azimuth_range == [-90.0, 90.0] and cfg.elevation_range == [-10.0, 5.0]
+    with pytest.raises(ConfigError, match="did you mean '--width'"):
+        parse_config(["--widht", "3"])
+
+
+# ------------------------------------------------------------------------------------ losses
+@pytest.mark.parametrize("kind", ["bce", "lsgan", "wgan-gp"])
+def test_gan_losses_order_real_above_fake(kind):
+    good, bad = torch.full((8,), 3.0), torch.full((8,), -3.0)
+    assert L.d_loss(kind, good, bad) < L.d_loss(kind, bad, good)
+    assert L.g_loss(kind, good) < L.g_loss(kind, bad)
+
+
+def test_gradient_penalty_is_zero_for_unit_slope_critic():
+    w = torch.zeros(34)
+    w[0] = 1.0
+    critic = lambda x: x.reshape(x.shape[0], -1) @ w  # noqa: E731
+    gp = L.gradient_penalty(critic, torch.randn(4, 17, 2), torch.randn(4, 17, 2))
+    assert gp.abs() < 1e-10
+
+
+def test_supervised_targets_recover_perspective_depth():
+    """The lift of the derived depth offsets matches the 3D pose up to a similarity (to the
+    anisotropy the fixed lift depth implies: a few mm), far better than the flat lift."""
+    from fastlift.training.evaluate import p_mpjpe
+    g = torch.Generator().manual_seed(0)
+    P = torch.randn(64, 17, 3, generator=g) * 250
+    P[:, 0] = 0
+    cam = P + torch.tensor([0.0, 0.0, 5000.0])
+    x = cam[..., :2] / cam[..., 2:]
+    x = x - x[:, :1]
+    x = x / (10 * x[:, 10].norm(dim=-1))[:, None, None]
+    d = supervised_targets(x, P, 11.0)
+    Y = torch.cat([x * (11.0 + d)[..., None], (11.0 + d)[..., None]], -1)
+    flat = torch.cat([x, torch.zeros_like(x[..., :1])], -1)
+    assert p_mpjpe(Y, P) < 0.1 * p_mpjpe(flat, P)
+
+
+# ------------------------------------------------------------------------------------ engine
+def test_tiny_unsupervised_run_writes_everything(files, tmp_path):
+    cfg = cfg_for(files, tmp_path, steps=12, val_every=6, ckpt_every=6, log_every=3)
+    s = Trainer(cfg, log=lambda *a: None).fit()
+    out = cfg.out
+    assert s["steps"] == 12 and s["stopped_by"] == "steps"
+    for f in ("config.toml", "config.json", "metrics.csv", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert os.path.isfile(os.path.join(out, f)), f
+    assert resolve_config(load_config_file(os.path.join(out, "config.toml"))) == cfg
+    rows = open(os.path.join(out, "metrics.csv")).read().splitlines()
+    header = rows[0].split(",")
+    assert "val_p_mpjpe_flip" in header and "loss_adv" in header and "loss_dt" in header
+    assert len(rows) > 5
+    t = s["test"]["test"]
+    for k in ("p_mpjpe", "n_mpjpe", "mpjpe_scaled", "p_mpjpe_flip", "p_mpjpe_flat"):
+        assert math.isfinite(t[k]) and t[k] > 0
+
+
+@pytest.mark.parametrize("kw", [
+    dict(mode="supervised"),
+    dict(use_discriminator=False),
+    dict(use_l2d=False, use_l3d=False, use_temporal=False),
+    dict(gan_loss="wgan-gp", d_steps=2),
+    dict(gan_loss="lsgan", label_smoothing=0.1, d_spectral_norm=True, w_bone_sym=0.1, w_bone_temporal=0.1),
+    dict(dropout=0.5, depth_floor="hard", projection_floor="hard", consistency="l1", amp="bf16"),
+])
+def test_modes_and_ablations_train(files, tmp_path, kw):
+    cfg = cfg_for(files, tmp_path, steps=4, val_every=0, ckpt_every=0, **kw)
+    tr = Trainer(cfg, log=lambda *a: None)
+    before = {k: v.clone() for k, v in tr.lifter.state_dict().items()}
+    s = tr.fit()
+    assert s["steps"] == 4
+    changed = any(not torch.equal(before[k], v) for k, v in tr.lifter.state_dict().items())
+    assert changed
+
+
+def test_no_discriminator_ablation_leaves_d_untouched(files, tmp_path):
+    cfg = cfg_for(files, tmp_path, steps=3, use_discriminator=False, val_every=0)
+    tr = Trainer(cfg, log=lambda *a: None)
+    d0 = [p.clone() for p in tr.disc.parameters()]
+    tr.fit()
+    assert all(torch.equal(a, b) for a, b in zip(d0, tr.disc.parameters()))
+
+
+def _final_state(tr):
+    return {k: v.clone() for k, v in tr.lifter.state_dict().items()} | \
+           {f"d.{k}": v.clone() for k, v in tr.disc.state_dict().items()}
+
+
+@pytest.mark.parametrize("mode", ["unsupervised", "supervised"])
+def test_resume_is_exact(files, tmp_path, mode):
+    """2K steps in one go == K steps, checkpoint, resume, K steps (bitwise)."""
+    K = 5
+    kw = dict(steps=2 * K, val_every=0, ckpt_every=0, mode=mode, dropout=0.2, batch_size=256)
+    full = Trainer(cfg_for(files, tmp_path / "a", **kw), log=lambda *a: None)
+    full.fit()
+    first = Trainer(cfg_for(files, tmp_path / "b", **kw), log=lambda *a: None)
+    first.fit(stop_at=K)
+    assert first.step == K
+    resumed = Trainer(cfg_for(files, tmp_path / "c", resume=str(tmp_path / "b" / "run"), **kw), log=lambda *a: None)
+    assert resumed.step == K
+    resumed.fit()
+    a, b = _final_state(full), _final_state(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert full.loader.state_dict() == resumed.loader.state_dict()
+
+
+def test_checkpoint_from_another_config_is_refused(files, tmp_path):
+    tr = Trainer(cfg_for(files, tmp_path / "a", steps=2), log=lambda *a: None)
+    tr.fit()
+    ck = os.path.join(tr.out, "checkpoints", "last.pt")
+    with pytest.raises(ConfigError, match=r"width: checkpoint 32, config 48"):
+        Trainer(cfg_for(files, tmp_path / "b", resume=ck, width=48), log=lambda *a: None)
+    with pytest.raises(ConfigError, match="blocks"):
+        Trainer(cfg_for(files, tmp_path / "b", init=ck, blocks=2), log=lambda *a: None)
+    junk = tmp_path / "junk.pt"
+    torch.save({"a": 1}, junk)
+    with pytest.raises(ConfigError, match="not a fastlift training checkpoint"):
+        Trainer(cfg_for(files, tmp_path / "b", resume=str(junk)), log=lambda *a: None)
+    ok = Trainer(cfg_for(files, tmp_path / "b", init=ck, steps=1), log=lambda *a: None)  # same shapes: fine
+    torch.testing.assert_close(ok.lifter.state_dict()["net.head.weight"], tr.lifter.state_dict()["net.head.weight"])
+
+
+def _save(ps_kwargs, path):
+    return PoseSet(**ps_kwargs).save(str(path))
+
+
+def test_bad_data_fails_before_training(files, tmp_path):
+    ps = generate(200, seed=1, split="train", seq_len=50)
+    few = ps.subset(slice(0, 10)).save(str(tmp_path / "few.npz"))
+    with pytest.raises(PoseDataError, match=r"only 10 of 10 poses are usable.*at least 64"):
+        Trainer(cfg_for(files, tmp_path, data=few), log=lambda *a: None)
+    k = np.array(ps.keypoints_2d)
+    k[:] = np.nan
+    nan = _save(dict(keypoints_2d=k), tmp_path / "nan.npz")
+    with pytest.raises(PoseDataError, match="all joints of all 200 poses are missing"):
+        Trainer(cfg_for(files, tmp_path, data=nan), log=lambda *a: None)
+    k = np.array(ps.keypoints_2d)
+    k[:150, 10] = np.nan  # heads missing: those poses cannot be normalised
+    part = _save(dict(keypoints_2d=k), tmp_path / "part.npz")
+    with pytest.raises(PoseDataError, match=r"only 50 of 200 poses are usable"):
+        Trainer(cfg_for(files, tmp_path, data=part), log=lambda *a: None)
+    no3d = _save(dict(keypoints_2d=np.array(ps.keypoints_2d)), tmp_path / "no3d.npz")
+    with pytest.raises(PoseDataError, match="no keypoints_3d"):
+        Trainer(cfg_for(files, tmp_path, val=no3d), log=lambda *a: None)
+    with pytest.raises(PoseDataError, match="no keypoints_3d"):
+        Trainer(cfg_for(files, tmp_path, data=no3d, mode="supervised"), log=lambda *a: None)
+    # 2D-only training data is fine for the unsupervised method
+    Trainer(cfg_for(files, tmp_path, data=no3d, steps=1), log=lambda *a: None).fit()
+
+
+def test_cli_reports_errors_with_status_2(files, tmp_path, capsys):
+    from fastlift.train import main
+    assert main(["--preset", "tiny", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    assert main(["--preset", "tiny", "--bogus-flag", "1"]) == 2
+    assert main(["--print-config", "--preset", "paper"]) == 0
+    assert "width = 1024" in capsys.readouterr().out
+
+
+def test_sigterm_checkpoints_and_resumes(files, tmp_path):
+    """A run killed with SIGTERM writes a checkpoint, exits 143, and resumes from it."""
+    out = tmp_path / "sig"
+    args = [sys.executable, "-m", "fastlift.train", "--preset", "tiny", "--data", files["train"], "--val", files["val"],
+            "--steps", "100000", "--val-every", "0", "--ckpt-every", "0", "--ckpt-minutes", "0", "--out", str(out),
+            "--threads", "1", "--tensorboard", "false", "--log-every", "1"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    csv_path = out / "metrics.csv"
+    t0 = time.time()
+    while time.time() - t0 < 60:  # wait until training steps are being logged
+        if csv_path.exists() and len(csv_path.read_text().splitlines()) > 3:
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    log, _ = p.communicate(timeout=60)
+    assert p.returncode == 143, log
+    assert (out / "checkpoints" / "last.pt").exists(), log
+    st = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    assert st["step"] > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["steps"] == st["step"]
+    cfg = resolve_config(cli_values=dict(TINY, resume=str(out), steps=st["step"] + 2, data=files["train"],
+                                         val=files["val"], out=str(out)))
+    tr = Trainer(cfg, log=lambda *a: None)
+    assert tr.step == st["step"]
+    assert tr.fit()["steps"] == st["step"] + 2
