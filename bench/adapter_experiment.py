@@ -6,7 +6,8 @@ training set (``--n-target`` poses of ``--target-subjects`` subjects), the synth
 Source domain: :func:`fastlift.data.wild.synthetic_wild` (COCO-17, COCO hip convention, other
 bodies, cameras and motions, detector noise and missing joints), ``--n-source`` poses.
 
-1. Train the adapter on (target train, source); adapt the source; measure, against a *broad*
+1. Smooth the source along its sequences (``--smooth`` frames, :func:`temporal_smooth`), train the
+   adapter on (target train, smoothed source), adapt it (``extend_training_data``'s pipeline); measure, against a *broad*
    target-domain reference (the test split's 2D, never used for training), the distribution
    distance (MMD^2 with Gaussian kernels, held-out domain-classifier accuracy) of the converted,
    the adapted and the true (noise-free, target-convention) source poses, and the paired error of
@@ -85,6 +86,8 @@ def make_data(args, log=print):
     val = synthetic.generate(args.n_val, seed=args.data_seed, split="val")
     test = synthetic.generate(args.n_test, seed=args.data_seed, split="test")
     src, truth = synthetic_wild(args.n_source, seed=args.data_seed, return_truth=True)
+    # the same poses with the bodies drawn from the target's distribution (before the wild rescaling)
+    truth_tb = synthetic_wild(args.n_source, seed=args.data_seed, return_truth=True, truth_body="target")[1]
     for name, ps in (("target", target), ("val", val), ("test", test), ("wild", src), ("wild_truth", truth)):
         ps.save(os.path.join(d, f"{name}.npz"))
     log(f"data: target {len(target)} ({args.target_subjects} subjects), val {len(val)}, test {len(test)}, "
@@ -92,8 +95,10 @@ def make_data(args, log=print):
 
     t = time.perf_counter()
     cfg = A.AdapterConfig(seed=args.seed0, steps=args.adapter_steps, threads=1)
-    adapter, rep = A.train_adapter(target, src, config=cfg, log=log)
-    adapted = A.adapt_poses(adapter, src, imputed_confidence=cfg.imputed_confidence)
+    src_s = A.temporal_smooth(src, args.smooth)  # the extend_training_data pipeline: smooth, adapt
+    adapter, rep = A.train_adapter(target, src_s, config=cfg, log=log)
+    adapted = A.adapt_poses(adapter, src_s, imputed_confidence=cfg.imputed_confidence,
+                            complete_only=not args.keep_incomplete)
     converted = A.convert_only(src)
     adapter_s = time.perf_counter() - t
     import torch as _t
@@ -102,7 +107,10 @@ def make_data(args, log=print):
     # distances against a broad target-domain reference (the test split's 2D: other subjects and
     # sequences, never trained on), and paired errors against the truth
     ref, _ = A.prepare_target(test)
-    y, sd = A.adapt_arrays(adapter, src)
+    y, sd = A.adapt_arrays(adapter, src_s)
+    sd_raw = A.prepare_source(src)
+    assert np.array_equal(sd_raw.index, sd.index)
+    sd_sm = sd
     tn, _ = normalize_2d_np(truth.keypoints_2d[sd.index])
     hs = A.mmd_bandwidths(ref.reshape(len(ref), -1) * 10)
     rng = np.random.default_rng(0)
@@ -110,16 +118,19 @@ def make_data(args, log=print):
     half = len(ref) // 2
     dist = {"target_vs_target": A.distribution_report(ref[:half], ref[half:], hs, 300),
             "target_train_vs_reference": A.distribution_report(ref, A.prepare_target(target)[0], hs, 300),
-            "converted": A.distribution_report(ref, sd.base[pick], hs, 300),
+            "converted": A.distribution_report(ref, sd_raw.base[pick], hs, 300),
+            "smoothed_converted": A.distribution_report(ref, sd_sm.base[pick], hs, 300),
             "adapted": A.distribution_report(ref, y[pick], hs, 300),
             "truth": A.distribution_report(ref, tn[pick], hs, 300)}
     present = sd.base_conf > 0
-    e_c = np.linalg.norm((sd.base - tn) * 10, axis=-1)
-    e_a = np.linalg.norm((y - tn) * 10, axis=-1)
-    paired = {"converted_present": float(e_c[present].mean()), "adapted_present": float(e_a[present].mean()),
-              "adapted_imputed": float(e_a[~present].mean()) if (~present).any() else None,
-              "converted_per_joint": np.round(np.where(present, e_c, np.nan).mean(0, where=present), 4).tolist(),
-              "adapted_per_joint": np.round(e_a.mean(0), 4).tolist()}
+    paired = {}
+    for tname, tr in (("wild_bodies", tn), ("target_bodies", normalize_2d_np(truth_tb.keypoints_2d[sd.index])[0])):
+        e = {k: np.linalg.norm((v - tr) * 10, axis=-1)
+             for k, v in (("converted", sd_raw.base), ("smoothed_converted", sd_sm.base), ("adapted", y))}
+        paired[tname] = {f"{k}_present": float(v[present].mean()) for k, v in e.items()}
+        paired[tname]["adapted_imputed"] = float(e["adapted"][~present].mean()) if (~present).any() else None
+        paired[tname]["per_joint_present"] = {k: np.round((v * present).sum(0) / np.maximum(present.sum(0), 1), 4).tolist()
+                                             for k, v in e.items()}
     rep_small = {k: v for k, v in rep.items() if k not in ("config",)}
     for name, extra in (("converted", converted), ("adapted", adapted), ("oracle", truth)):
         A.concat_training_data(target, extra).save(os.path.join(d, f"train_{name}.npz"))
@@ -141,6 +152,9 @@ def main(argv=None):
     p.add_argument("--data-seed", type=int, default=1)
     p.add_argument("--seed0", type=int, default=0, help="adapter seed")
     p.add_argument("--adapter-steps", type=int, default=1000)
+    p.add_argument("--keep-incomplete", action="store_true",
+                   help="keep adapted poses with missing joints (default: complete poses only, as extend_training_data)")
+    p.add_argument("--smooth", type=float, default=1.5, help="temporal smoothing of the source (frames) before adapting")
     p.add_argument("--steps", type=int, default=1500, help="lifter steps (same for every condition)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--width", type=int, default=256)
@@ -150,6 +164,7 @@ def main(argv=None):
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--adapter-only", action="store_true")
     p.add_argument("--reuse-data", action="store_true", help="keep OUT/data from an earlier call")
+    p.add_argument("--skip-existing", action="store_true", help="do not repeat lifter runs that have a result.json")
     p.add_argument("--_run", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._run:
@@ -165,7 +180,8 @@ def main(argv=None):
             json.dump(prep, f, indent=1)
     if args.adapter_only:
         return 0
-    jobs = [(c, s) for s in args.seeds for c in args.conditions]
+    jobs = [(c, s) for s in args.seeds for c in args.conditions
+            if not (args.skip_existing and os.path.isfile(os.path.join(args.out, "runs", f"{c}_s{s}", "result.json")))]
     running: list = []
     base = [sys.executable, os.path.abspath(__file__), "--out", args.out, "--steps", str(args.steps),
             "--batch-size", str(args.batch_size), "--width", str(args.width), "--val-every", str(args.val_every)]

@@ -349,7 +349,8 @@ def _load3(ptr, n64, n_ok):
 @triton.jit
 def _bwd_kernel(gy_ptr, gr_ptr, gs_ptr, gt_ptr, p_ptr, q_ptr, w_ptr, r_ptr, s_ptr, v_ptr, sig_ptr,
                 gp_ptr, gq_ptr, N, J, w_stride,
-                HAS_W: tl.constexpr, SCALE: tl.constexpr, GRAD_EPS: tl.constexpr,
+                HAS_W: tl.constexpr, HAS_GY: tl.constexpr, HAS_GR: tl.constexpr, HAS_GS: tl.constexpr,
+                HAS_GT: tl.constexpr, SCALE: tl.constexpr, GRAD_EPS: tl.constexpr,
                 BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr):
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     jj = tl.arange(0, BLOCK_J)
@@ -359,7 +360,12 @@ def _bwd_kernel(gy_ptr, gr_ptr, gs_ptr, gt_ptr, p_ptr, q_ptr, w_ptr, r_ptr, s_pt
     offs = n64[:, None] * J * 3 + jj[None, :] * 3
     px, py, pz = _load_pose(p_ptr, offs, mask)
     qx, qy, qz = _load_pose(q_ptr, offs, mask)
-    gx, gy, gz = _load_pose(gy_ptr, offs, mask)
+    if HAS_GY:
+        gx, gy, gz = _load_pose(gy_ptr, offs, mask)
+    else:
+        gx = tl.zeros(px.shape, px.dtype)
+        gy = tl.zeros(px.shape, px.dtype)
+        gz = tl.zeros(px.shape, px.dtype)
     if HAS_W:
         w = tl.load(w_ptr + n64[:, None] * w_stride + jj[None, :], mask=mask, other=0.0)
     else:
@@ -401,11 +407,11 @@ def _bwd_kernel(gy_ptr, gr_ptr, gs_ptr, gt_ptr, p_ptr, q_ptr, w_ptr, r_ptr, s_pt
     sgz = tl.sum(gz, axis=1)
     r00, r01, r02, r10, r11, r12, r20, r21, r22 = _load9(r_ptr, n64, n_ok)
     v00, v01, v02, v10, v11, v12, v20, v21, v22 = _load9(v_ptr, n64, n_ok)
-    h00, h01, h02, h10, h11, h12, h20, h21, h22 = _load9(gr_ptr, n64, n_ok)
-    tgx, tgy, tgz = _load3(gt_ptr, n64, n_ok)
+    h00, h01, h02, h10, h11, h12, h20, h21, h22 = _load9(gr_ptr, n64, n_ok & HAS_GR)
+    tgx, tgy, tgz = _load3(gt_ptr, n64, n_ok & HAS_GT)
     s0, s1, s2 = _load3(sig_ptr, n64, n_ok)
     s = tl.load(s_ptr + n64, mask=n_ok, other=0.0)
-    gs = tl.load(gs_ptr + n64, mask=n_ok, other=0.0)
+    gs = tl.load(gs_ptr + n64, mask=n_ok & HAS_GS, other=0.0)
     # gradient of the product sR: G - gt mu_p^T, G = sum_j gy_j pc_j^T
     e00 = tl.sum(gx * pcx, axis=1) - tgx * mpx
     e01 = tl.sum(gx * pcy, axis=1) - tgx * mpy
@@ -552,7 +558,8 @@ def procrustes_align_forward(pred: torch.Tensor, target: torch.Tensor, weights, 
 
 def procrustes_align_backward(grad_aligned, grad_R, grad_s, grad_t, pred, target, weights, R, s, V, sig,
                               scale: bool):
-    """Gradients (grad_pred, grad_target) of the alignment, as ``fastlift_C::procrustes_align_backward``."""
+    """Gradients (grad_pred, grad_target) of the alignment, as ``fastlift_C::procrustes_align_backward``
+    (a gradient given as None is zero)."""
     N, J, _ = pred.shape
     gp = torch.empty_like(pred)
     gq = torch.empty_like(target)
@@ -565,7 +572,11 @@ def procrustes_align_backward(grad_aligned, grad_R, grad_s, grad_t, pred, target
     w, w_stride, has_w = _weights(weights, pred)
     block_n, block_j = _blocks(J)
     grid = (triton.cdiv(N, block_n),)
-    _bwd_kernel[grid](grad_aligned, grad_R, grad_s, grad_t, pred, target, w, R, s, V, sig, gp, gq,
-                      N, J, w_stride, HAS_W=has_w, SCALE=bool(scale), GRAD_EPS=grad_eps,
-                      BLOCK_N=block_n, BLOCK_J=block_j)
+    # absent gradients (None) are zeros: a dummy pointer that is never read
+    _bwd_kernel[grid](pred if grad_aligned is None else grad_aligned, R if grad_R is None else grad_R,
+                      s if grad_s is None else grad_s, pred if grad_t is None else grad_t,
+                      pred, target, w, R, s, V, sig, gp, gq, N, J, w_stride,
+                      HAS_W=has_w, HAS_GY=grad_aligned is not None, HAS_GR=grad_R is not None,
+                      HAS_GS=grad_s is not None, HAS_GT=grad_t is not None, SCALE=bool(scale),
+                      GRAD_EPS=grad_eps, BLOCK_N=block_n, BLOCK_J=block_j)
     return gp, gq

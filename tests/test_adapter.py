@@ -195,11 +195,16 @@ def test_extend_training_data(tmp_path, target, wild):
     assert conv.keypoints_3d is None
     np.testing.assert_array_equal(conv.keypoints_2d[:len(target)], target.keypoints_2d)
     cache = str(tmp_path / "adapted.npz")
-    ext, rep = A.extend_training_data(target, ps, seed=1, steps=5, batch_size=32, width=16, blocks=1, d_width=16,
-                                      d_blocks=1, eval_samples=100, classifier_steps=5, log=logs.append,
-                                      cache=cache, return_report=True)
-    assert len(ext) == len(target) + rep["source_used"]
+    small = dict(steps=5, batch_size=32, width=16, blocks=1, d_width=16, d_blocks=1, eval_samples=100,
+                 classifier_steps=5)
+    ext, rep = A.extend_training_data(target, ps, seed=1, log=logs.append, cache=cache, return_report=True,
+                                      **small)
+    n_complete = int((A.prepare_source(ps).base_conf > 0).all(1).sum())
+    assert len(ext) == len(target) + n_complete < len(target) + rep["source_used"]
+    assert (ext.confidence[len(target):] > 0).all()  # complete poses only (the default)
     assert {"before", "after", "reference"} <= set(rep)
+    every = A.extend_training_data(target, ps, seed=1, complete_only=False, smooth_sigma=0.0, log=None, **small)
+    assert len(every) == len(target) + rep["source_used"]
     assert any("distance to the target" in line for line in logs)
     again = A.extend_training_data(target, ps, cache=cache, log=None)
     np.testing.assert_array_equal(again.keypoints_2d, ext.keypoints_2d)
@@ -221,3 +226,34 @@ def test_engine_trains_on_extended_data(tmp_path, target, wild):
                       val_every=0, val_samples=128, progress=False, tensorboard=False, max_minutes=0.0, threads=1)
     summary = Trainer(cfg, log=lambda *a, **k: None, install_signal_handlers=False).fit()
     assert summary["steps"] == 3 and np.isfinite(summary["test"]["test"]["p_mpjpe"])
+
+
+def test_temporal_smooth():
+    rng = np.random.default_rng(0)
+    T, J = 40, 17
+    t = np.arange(T, dtype=np.float32)
+    line = np.stack([np.stack([100 + 2 * t + j, 50 - t], -1) for j in range(J)], 1)  # (T, J, 2), linear motion
+    kp = np.concatenate([line, line + 1000])                     # two sequences, far apart
+    seq = np.repeat([7, 9], T)
+    frame = np.tile(np.arange(T), 2)
+    conf = np.ones((2 * T, J), np.float32)
+    conf[5, 3] = 0.0
+    kp[5, 3] = 0.0                                               # a missing joint stays missing ...
+    ps = PoseSet(keypoints_2d=kp, confidence=conf, sequence=seq, frame=frame)
+    assert A.temporal_smooth(ps, 0.0) is ps
+    sm = A.temporal_smooth(ps, 1.5)
+    inner = np.r_[11:T - 6, T + 6:2 * T - 6]  # away from the ends and from the missing joint (frame 5)
+    np.testing.assert_allclose(sm.keypoints_2d[inner], kp[inner], atol=1e-3)  # ... and is not smeared in
+    assert np.all(sm.keypoints_2d[5, 3] == 0) and np.array_equal(sm.confidence, conf)
+    assert np.abs(sm.keypoints_2d[:T] - kp[:T]).max() < 10           # sequences are not mixed
+    noisy = replace_kp(ps, kp + rng.normal(0, 3, kp.shape).astype(np.float32) * (conf[..., None] > 0))
+    err = lambda k: np.abs(k[inner] - kp[inner]).mean()  # noqa: E731
+    assert err(A.temporal_smooth(noisy, 1.5).keypoints_2d) < 0.5 * err(noisy.keypoints_2d)
+    perm = rng.permutation(2 * T)
+    shuffled = A.temporal_smooth(noisy.subset(perm), 1.5)
+    np.testing.assert_allclose(shuffled.keypoints_2d, A.temporal_smooth(noisy, 1.5).keypoints_2d[perm], atol=1e-4)
+
+
+def replace_kp(ps, kp):
+    from dataclasses import replace
+    return replace(ps, keypoints_2d=kp)

@@ -150,6 +150,7 @@ def test_tiny_unsupervised_run_writes_everything(files, tmp_path):
     dict(gan_loss="wgan-gp", d_steps=2),
     dict(gan_loss="lsgan", label_smoothing=0.1, d_spectral_norm=True, w_bone_sym=0.1, w_bone_temporal=0.1),
     dict(dropout=0.5, depth_floor="hard", projection_floor="hard", consistency="l1", amp="bf16"),
+    dict(amp="fp16", d_bend_negatives=1.0, d_warmup=2, flip_augment=False, consistency="huber"),
 ])
 def test_modes_and_ablations_train(files, tmp_path, kw):
     cfg = cfg_for(files, tmp_path, steps=4, val_every=0, ckpt_every=0, **kw)
@@ -207,7 +208,7 @@ def test_checkpoint_from_another_config_is_refused(files, tmp_path):
     with pytest.raises(ConfigError, match="not a fastlift training checkpoint"):
         Trainer(cfg_for(files, tmp_path / "b", resume=str(junk)), log=lambda *a: None)
     ok = Trainer(cfg_for(files, tmp_path / "b", init=ck, steps=1), log=lambda *a: None)  # same shapes: fine
-    torch.testing.assert_close(ok.lifter.state_dict()["net.head.weight"], tr.lifter.state_dict()["net.head.weight"])
+    torch.testing.assert_close(ok.lifter.state_dict()["net.head.weight"], tr.eval_lifter.state_dict()["net.head.weight"])
 
 
 def _save(ps_kwargs, path):

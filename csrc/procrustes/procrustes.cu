@@ -50,8 +50,12 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (n >= N) return;
   const int64_t jc = J * 3;
-  const PoseRef<T, T> x{pred + n * jc,        target + n * jc,      w ? w + n * w_stride : nullptr,
-                        grad_aligned + n * jc, nullptr,             grad_pred + n * jc,
+  const PoseRef<T, T> x{pred + n * jc,
+                        target + n * jc,
+                        w ? w + n * w_stride : nullptr,
+                        grad_aligned ? grad_aligned + n * jc : nullptr,
+                        nullptr,
+                        grad_pred + n * jc,
                         grad_target + n * jc};
   PoseGradStats<T> st;
   pose_grad_stats(x, J, st);
@@ -59,14 +63,15 @@ __global__ void __launch_bounds__(kThreads)
   for (int k = 0; k < 9; ++k) {
     r[k] = R[n * 9 + k];
     v[k] = V[n * 9 + k];
-    gr[k] = grad_R[n * 9 + k];
+    gr[k] = grad_R ? grad_R[n * 9 + k] : T(0);
   }
   for (int k = 0; k < 3; ++k) {
-    gt[k] = grad_t[n * 3 + k];
+    gt[k] = grad_t ? grad_t[n * 3 + k] : T(0);
     sg[k] = sig[n * 3 + k];
   }
   const T sn = s[n];
-  similarity_backward(st.g, gr, grad_s[n], gt, st.mu_p, r, sn, v, sg, scale, gm, gvar);
+  const T gs = grad_s ? grad_s[n] : T(0);
+  similarity_backward(st.g, gr, gs, gt, st.mu_p, r, sn, v, sg, scale, gm, gvar);
   pose_grad_apply(x, J, st, r, sn, gt, gm, gvar);
 }
 

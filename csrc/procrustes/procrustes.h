@@ -19,9 +19,11 @@ procrustes_align_forward_cpu(const at::Tensor& pred, const at::Tensor& target,
                              bool allow_reflection, bool need_aux);
 
 // Gradients (grad_pred, grad_target) given those of aligned, R, s and t.
+// Absent gradients (None) are zeros.
 std::tuple<at::Tensor, at::Tensor> procrustes_align_backward_cpu(
-    const at::Tensor& grad_aligned, const at::Tensor& grad_R, const at::Tensor& grad_s,
-    const at::Tensor& grad_t, const at::Tensor& pred, const at::Tensor& target,
+    const std::optional<at::Tensor>& grad_aligned, const std::optional<at::Tensor>& grad_R,
+    const std::optional<at::Tensor>& grad_s, const std::optional<at::Tensor>& grad_t,
+    const at::Tensor& pred, const at::Tensor& target,
     const std::optional<at::Tensor>& weights, const at::Tensor& R, const at::Tensor& s,
     const at::Tensor& V, const at::Tensor& sig, bool scale);
 

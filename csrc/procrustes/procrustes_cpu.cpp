@@ -26,7 +26,8 @@
 #include "procrustes/procrustes_math.h"
 #include "procrustes/procrustes_simd.h"
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+// GCC >= 12: target("arch=x86-64-vN") and __builtin_cpu_supports("x86-64-vN").
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && __GNUC__ >= 12
 #define FASTLIFT_X86_DISPATCH 1
 #define FASTLIFT_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
 #define FASTLIFT_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
@@ -87,7 +88,7 @@ struct Lanes {
   C* GQ_;
   FASTLIFT_PROC_HD P p(int64_t j, int c) const { return P::load(P_ + (3 * j + c) * L); }
   FASTLIFT_PROC_HD P q(int64_t j, int c) const { return P::load(Q_ + (3 * j + c) * L); }
-  FASTLIFT_PROC_HD P gy(int64_t j, int c) const { return P::load(GY_ + (3 * j + c) * L); }
+  FASTLIFT_PROC_HD P gy(int64_t j, int c) const { return GY_ ? P::load(GY_ + (3 * j + c) * L) : P(C(0)); }
   FASTLIFT_PROC_HD P w(int64_t j) const {
     if (!W_) return P(C(1));
     return w_lanes ? P::load(W_ + j * L) : P(W_[j]);
@@ -101,6 +102,10 @@ struct Lanes {
 // get zeros (a zero pose is degenerate: R = I, no NaN). Whole L x L tiles go through registers.
 template <typename T, typename C, int L>
 FASTLIFT_PROC_HD void to_lanes(const T* src, int64_t width, int64_t nb, C* dst) {
+  if (src == nullptr) {  // an absent (zero) gradient
+    for (int64_t k = 0; k < width * L; ++k) dst[k] = C(0);
+    return;
+  }
   int64_t k0 = 0;
   if (std::is_same<T, C>::value) {
     using P = Pack<C, L>;
@@ -270,9 +275,15 @@ void forward_dispatch(const FwdArgs<T>& a, int64_t b, int64_t e, BadInput* bad) 
   forward_base(a, b, e, bad);
 }
 
+// Pointer to pose n of an array of `width` values per pose, or nullptr for an absent array.
+template <typename T>
+FASTLIFT_PROC_HD const T* at_pose(const T* base, int64_t n, int64_t width) {
+  return base ? base + n * width : nullptr;
+}
+
 template <typename T>
 struct BwdArgs {
-  const T *gy, *gR, *gs, *gt;
+  const T *gy, *gR, *gs, *gt;  // nullptr: a zero gradient
   const T *p, *q, *w;
   int64_t w_stride;
   int64_t N, J;
@@ -290,12 +301,13 @@ FASTLIFT_PROC_HD void backward_block(const BwdArgs<T>& a, int64_t n0, int64_t n_
   if (next > 0) {
     prefetch_poses(a.p + (n0 + L) * jc, next);
     prefetch_poses(a.q + (n0 + L) * jc, next);
-    prefetch_poses(a.gy + (n0 + L) * jc, next);
+    if (a.gy) prefetch_poses(a.gy + (n0 + L) * jc, next);
   }
   to_lanes<T, C, L>(a.p + n0 * jc, jc, nb, sc.p.data());
   to_lanes<T, C, L>(a.q + n0 * jc, jc, nb, sc.q.data());
-  to_lanes<T, C, L>(a.gy + n0 * jc, jc, nb, sc.gy.data());
-  Lanes<C, L> x{sc.p.data(), sc.q.data(), sc.gy.data(), nullptr, false, sc.out.data(), sc.gq.data()};
+  if (a.gy) to_lanes<T, C, L>(a.gy + n0 * jc, jc, nb, sc.gy.data());
+  Lanes<C, L> x{sc.p.data(), sc.q.data(), a.gy ? sc.gy.data() : nullptr, nullptr, false, sc.out.data(),
+                sc.gq.data()};
   if (a.w) {
     if (a.w_stride) {
       to_lanes<T, C, L>(a.w + n0 * a.w_stride, a.J, nb, sc.w.data());
@@ -308,12 +320,12 @@ FASTLIFT_PROC_HD void backward_block(const BwdArgs<T>& a, int64_t n0, int64_t n_
   PoseGradStats<P> st;
   pose_grad_stats(x, a.J, st);
   alignas(64) C gr[9 * L], rr[9 * L], vv[9 * L], gt[3 * L], sg[3 * L], gs[L], ss[L];
-  to_lanes<T, C, L>(a.gR + n0 * 9, 9, nb, gr);
+  to_lanes<T, C, L>(at_pose(a.gR, n0, 9), 9, nb, gr);
   to_lanes<T, C, L>(a.R + n0 * 9, 9, nb, rr);
   to_lanes<T, C, L>(a.V + n0 * 9, 9, nb, vv);
-  to_lanes<T, C, L>(a.gt + n0 * 3, 3, nb, gt);
+  to_lanes<T, C, L>(at_pose(a.gt, n0, 3), 3, nb, gt);
   to_lanes<T, C, L>(a.sig + n0 * 3, 3, nb, sg);
-  to_lanes<T, C, L>(a.gs + n0, 1, nb, gs);
+  to_lanes<T, C, L>(at_pose(a.gs, n0, 1), 1, nb, gs);
   to_lanes<T, C, L>(a.s + n0, 1, nb, ss);
   P GR[9], R[9], Vm[9], GT[3], SG[3], gm[9], gvar;
   for (int k = 0; k < 9; ++k) {
@@ -393,6 +405,8 @@ const T* weights_ptr(const std::optional<at::Tensor>& weights, const at::Tensor&
 // Work units of at::parallel_for: kSuper poses (a multiple of every lane count, so blocks stay full).
 constexpr int64_t kSuper = 32;
 int64_t super_blocks(int64_t N) { return (N + kSuper - 1) / kSuper; }
+bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
 int64_t grain_blocks(int64_t J) { return std::max<int64_t>(1, 4096 / (std::max<int64_t>(1, J) * kSuper)); }
 
 }  // namespace
@@ -439,17 +453,20 @@ procrustes_align_forward_cpu(const at::Tensor& pred, const at::Tensor& target,
 }
 
 std::tuple<at::Tensor, at::Tensor> procrustes_align_backward_cpu(
-    const at::Tensor& grad_aligned, const at::Tensor& grad_R, const at::Tensor& grad_s,
-    const at::Tensor& grad_t, const at::Tensor& pred, const at::Tensor& target,
+    const std::optional<at::Tensor>& grad_aligned, const std::optional<at::Tensor>& grad_R,
+    const std::optional<at::Tensor>& grad_s, const std::optional<at::Tensor>& grad_t,
+    const at::Tensor& pred, const at::Tensor& target,
     const std::optional<at::Tensor>& weights, const at::Tensor& R, const at::Tensor& s,
     const at::Tensor& V, const at::Tensor& sig, bool scale) {
   check_poses(pred, target);
   const int64_t N = pred.size(0), J = pred.size(1);
   const auto dt = pred.scalar_type();
-  check_tensor(grad_aligned, "grad_aligned", pred.sizes(), dt);
-  check_tensor(grad_R, "grad_R", {N, 3, 3}, dt);
-  check_tensor(grad_s, "grad_s", {N}, dt);
-  check_tensor(grad_t, "grad_t", {N, 3}, dt);
+  const bool has_gy = present(grad_aligned), has_gR = present(grad_R), has_gs = present(grad_s),
+             has_gt = present(grad_t);
+  if (has_gy) check_tensor(*grad_aligned, "grad_aligned", pred.sizes(), dt);
+  if (has_gR) check_tensor(*grad_R, "grad_R", {N, 3, 3}, dt);
+  if (has_gs) check_tensor(*grad_s, "grad_s", {N}, dt);
+  if (has_gt) check_tensor(*grad_t, "grad_t", {N, 3}, dt);
   check_tensor(R, "R", {N, 3, 3}, dt);
   check_tensor(s, "s", {N}, dt);
   TORCH_CHECK(V.size(0) == N, kOp,
@@ -460,10 +477,10 @@ std::tuple<at::Tensor, at::Tensor> procrustes_align_backward_cpu(
   at::Tensor gq = at::empty_like(target);
   AT_DISPATCH_FLOATING_TYPES(dt, "procrustes_align_backward_cpu", [&] {
     BwdArgs<scalar_t> a;
-    a.gy = grad_aligned.data_ptr<scalar_t>();
-    a.gR = grad_R.data_ptr<scalar_t>();
-    a.gs = grad_s.data_ptr<scalar_t>();
-    a.gt = grad_t.data_ptr<scalar_t>();
+    a.gy = has_gy ? grad_aligned->data_ptr<scalar_t>() : nullptr;
+    a.gR = has_gR ? grad_R->data_ptr<scalar_t>() : nullptr;
+    a.gs = has_gs ? grad_s->data_ptr<scalar_t>() : nullptr;
+    a.gt = has_gt ? grad_t->data_ptr<scalar_t>() : nullptr;
     a.p = pred.data_ptr<scalar_t>();
     a.q = target.data_ptr<scalar_t>();
     a.w = weights_ptr<scalar_t>(weights, pred, &a.w_stride);
@@ -489,7 +506,7 @@ TORCH_LIBRARY_FRAGMENT(fastlift_C, m) {
       "procrustes_align_forward(Tensor pred, Tensor target, Tensor? weights, bool scale, "
       "bool allow_reflection, bool need_aux) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "procrustes_align_backward(Tensor grad_aligned, Tensor grad_R, Tensor grad_s, Tensor grad_t, "
+      "procrustes_align_backward(Tensor? grad_aligned, Tensor? grad_R, Tensor? grad_s, Tensor? grad_t, "
       "Tensor pred, Tensor target, Tensor? weights, Tensor R, Tensor s, Tensor V, Tensor sig, "
       "bool scale) -> (Tensor, Tensor)");
 }

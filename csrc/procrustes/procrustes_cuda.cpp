@@ -33,6 +33,8 @@ void check_poses(const at::Tensor& pred, const at::Tensor& target) {
   check_cuda(target, "target", pred.sizes(), pred.scalar_type(), pred.device());
 }
 
+bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
 // Weights pointer and per-pose stride (0 for a shared (J,) vector); nullptr for uniform weights.
 template <typename T>
 const T* weights_ptr(const std::optional<at::Tensor>& weights, const at::Tensor& pred, int64_t* stride) {
@@ -78,18 +80,21 @@ procrustes_align_forward_cuda(const at::Tensor& pred, const at::Tensor& target,
 }
 
 std::tuple<at::Tensor, at::Tensor> procrustes_align_backward_cuda(
-    const at::Tensor& grad_aligned, const at::Tensor& grad_R, const at::Tensor& grad_s,
-    const at::Tensor& grad_t, const at::Tensor& pred, const at::Tensor& target,
+    const std::optional<at::Tensor>& grad_aligned, const std::optional<at::Tensor>& grad_R,
+    const std::optional<at::Tensor>& grad_s, const std::optional<at::Tensor>& grad_t,
+    const at::Tensor& pred, const at::Tensor& target,
     const std::optional<at::Tensor>& weights, const at::Tensor& R, const at::Tensor& s,
     const at::Tensor& V, const at::Tensor& sig, bool scale) {
   check_poses(pred, target);
   const int64_t N = pred.size(0), J = pred.size(1);
   const auto dt = pred.scalar_type();
   const auto dev = pred.device();
-  check_cuda(grad_aligned, "grad_aligned", pred.sizes(), dt, dev);
-  check_cuda(grad_R, "grad_R", {N, 3, 3}, dt, dev);
-  check_cuda(grad_s, "grad_s", {N}, dt, dev);
-  check_cuda(grad_t, "grad_t", {N, 3}, dt, dev);
+  const bool has_gy = present(grad_aligned), has_gR = present(grad_R), has_gs = present(grad_s),
+             has_gt = present(grad_t);
+  if (has_gy) check_cuda(*grad_aligned, "grad_aligned", pred.sizes(), dt, dev);
+  if (has_gR) check_cuda(*grad_R, "grad_R", {N, 3, 3}, dt, dev);
+  if (has_gs) check_cuda(*grad_s, "grad_s", {N}, dt, dev);
+  if (has_gt) check_cuda(*grad_t, "grad_t", {N, 3}, dt, dev);
   check_cuda(R, "R", {N, 3, 3}, dt, dev);
   check_cuda(s, "s", {N}, dt, dev);
   TORCH_CHECK(V.size(0) == N, kOp,
@@ -104,8 +109,9 @@ std::tuple<at::Tensor, at::Tensor> procrustes_align_backward_cuda(
     int64_t w_stride = 0;
     const scalar_t* w = weights_ptr<scalar_t>(weights, pred, &w_stride);
     const cudaError_t err = procrustes_backward_launch<scalar_t>(
-        grad_aligned.data_ptr<scalar_t>(), grad_R.data_ptr<scalar_t>(), grad_s.data_ptr<scalar_t>(),
-        grad_t.data_ptr<scalar_t>(), pred.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(), w,
+        has_gy ? grad_aligned->data_ptr<scalar_t>() : nullptr,
+        has_gR ? grad_R->data_ptr<scalar_t>() : nullptr, has_gs ? grad_s->data_ptr<scalar_t>() : nullptr,
+        has_gt ? grad_t->data_ptr<scalar_t>() : nullptr, pred.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(), w,
         w_stride, R.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), V.data_ptr<scalar_t>(),
         sig.data_ptr<scalar_t>(), gp.data_ptr<scalar_t>(), gq.data_ptr<scalar_t>(), N, J, scale,
         stream);

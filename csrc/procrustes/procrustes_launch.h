@@ -2,7 +2,7 @@
 // procrustes.cu). Needs only CUDA's headers, so nvcc compiles procrustes.cu without a CUDA build
 // of torch. All pointers are contiguous device arrays of one dtype; w may be nullptr (uniform
 // weights) and has w_stride = J per pose, or 0 for one (J,) vector shared by all poses; V and sig
-// may be nullptr (not needed by a backward).
+// may be nullptr (not needed by a backward); absent gradients (nullptr) are zeros.
 #pragma once
 #include <cuda_runtime.h>
 #include <stdint.h>

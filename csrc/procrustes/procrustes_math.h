@@ -312,13 +312,13 @@ struct PoseRef {
   const T* P;
   const T* Q;
   const T* W;  // nullptr: uniform weights
-  const T* GY;
+  const T* GY;  // nullptr: a zero gradient
   T* OUT;
   T* GP;
   T* GQ;
   FASTLIFT_PROC_HD C p(int64_t j, int c) const { return C(P[3 * j + c]); }
   FASTLIFT_PROC_HD C q(int64_t j, int c) const { return C(Q[3 * j + c]); }
-  FASTLIFT_PROC_HD C gy(int64_t j, int c) const { return C(GY[3 * j + c]); }
+  FASTLIFT_PROC_HD C gy(int64_t j, int c) const { return GY ? C(GY[3 * j + c]) : C(0); }
   FASTLIFT_PROC_HD C w(int64_t j) const { return W ? C(W[j]) : C(1); }
   FASTLIFT_PROC_HD void put_aligned(int64_t j, int c, C v) const { OUT[3 * j + c] = T(v); }
   FASTLIFT_PROC_HD void put_gp(int64_t j, int c, C v) const { GP[3 * j + c] = T(v); }

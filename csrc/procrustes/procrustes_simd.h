@@ -114,29 +114,28 @@ struct LaneTraits<Pack<T, L>> {
 
 
 // In-register transpose of an L x L tile held as L packs (rows[i] = row i): log2(L) stages, each
-// swapping the off-diagonal blocks of size d between rows i and i + d (two 2-input shuffles per
+// swapping the off-diagonal blocks of size D between rows i and i + D (two 2-input shuffles per
 // pair; vpermt2ps/pd on AVX-512). Far cheaper than moving the L * L scalars one by one.
-template <typename M, int L, int D, size_t... K>
-constexpr M transpose_mask_lo(std::index_sequence<K...>) {
-  return M{(((K & D) == 0) ? static_cast<typename MaskInt<float>::type>(K)
-                           : static_cast<typename MaskInt<float>::type>(L + K - D))...};
-}
-template <typename M, int L, int D, size_t... K>
-constexpr M transpose_mask_hi(std::index_sequence<K...>) {
-  return M{(((K & D) == 0) ? static_cast<typename MaskInt<float>::type>(K + D)
-                           : static_cast<typename MaskInt<float>::type>(L + K))...};
+// Rows x (= row i) and y (= row i + D) exchange their off-diagonal blocks of size D.
+template <typename T, int L, int D, size_t... K>
+FASTLIFT_PROC_HD void transpose_pair(Pack<T, L>& x, Pack<T, L>& y, std::index_sequence<K...>) {
+  const auto a = x.v, b = y.v;
+#if defined(__clang__)
+  x.v = __builtin_shufflevector(a, b, (((K & D) == 0) ? int(K) : int(L + K - D))...);
+  y.v = __builtin_shufflevector(a, b, (((K & D) == 0) ? int(K + D) : int(L + K))...);
+#else
+  using M = typename PackMask<T, L>::mvec;
+  using I = typename MaskInt<T>::type;
+  x.v = __builtin_shuffle(a, b, M{(((K & D) == 0) ? I(K) : I(L + K - D))...});
+  y.v = __builtin_shuffle(a, b, M{(((K & D) == 0) ? I(K + D) : I(L + K))...});
+#endif
 }
 
 template <typename T, int L, int D>
 FASTLIFT_PROC_HD void transpose_stage(Pack<T, L> rows[L]) {
-  using M = typename PackMask<T, L>::mvec;
-  constexpr M lo = transpose_mask_lo<M, L, D>(std::make_index_sequence<L>());
-  constexpr M hi = transpose_mask_hi<M, L, D>(std::make_index_sequence<L>());
   for (int i = 0; i < L; ++i) {
     if (i & D) continue;
-    const auto a = rows[i].v, b = rows[i + D].v;
-    rows[i].v = __builtin_shuffle(a, b, lo);
-    rows[i + D].v = __builtin_shuffle(a, b, hi);
+    transpose_pair<T, L, D>(rows[i], rows[i + D], std::make_index_sequence<L>());
   }
 }
 

@@ -167,8 +167,9 @@ def _(pred, target, weights, scale, allow_reflection, need_aux, backend):
 
 
 @torch.library.custom_op("fastlift::procrustes_align_backward", mutates_args=())
-def _procrustes_align_backward_op(grad_aligned: torch.Tensor, grad_R: torch.Tensor, grad_s: torch.Tensor,
-                                  grad_t: torch.Tensor, pred: torch.Tensor, target: torch.Tensor,
+def _procrustes_align_backward_op(grad_aligned: Optional[torch.Tensor], grad_R: Optional[torch.Tensor],
+                                  grad_s: Optional[torch.Tensor], grad_t: Optional[torch.Tensor],
+                                  pred: torch.Tensor, target: torch.Tensor,
                                   weights: Optional[torch.Tensor], R: torch.Tensor, s: torch.Tensor,
                                   V: torch.Tensor, sig: torch.Tensor, scale: bool, allow_reflection: bool,
                                   backend: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,11 +180,13 @@ def _procrustes_align_backward_op(grad_aligned: torch.Tensor, grad_R: torch.Tens
         from fastlift.kernels.procrustes import procrustes_align_backward
         return procrustes_align_backward(grad_aligned, grad_R, grad_s, grad_t, pred, target, weights,
                                          R, s, V, sig, scale)
+    grads = [torch.zeros_like(like) if g is None else g
+             for g, like in ((grad_aligned, pred), (grad_R, R), (grad_s, s), (grad_t, pred[:, 0]))]
     with torch.enable_grad():
         p = pred.detach().requires_grad_(True)
         q = target.detach().requires_grad_(True)
         out = _reference_impl(p, q, scale, allow_reflection, weights, p.dtype)[:4]
-        gp, gq = torch.autograd.grad(out, (p, q), (grad_aligned, grad_R, grad_s, grad_t), allow_unused=True)
+        gp, gq = torch.autograd.grad(out, (p, q), grads, allow_unused=True)
     gp = torch.zeros_like(pred) if gp is None else gp
     gq = torch.zeros_like(target) if gq is None else gq
     return gp.contiguous(), gq.contiguous()
@@ -198,6 +201,7 @@ def _setup_context(ctx, inputs, output):
     pred, target, weights, scale, allow_reflection, need_aux, backend = inputs
     aligned, R, s, t, V, sig = output
     ctx.mark_non_differentiable(V, sig)
+    ctx.set_materialize_grads(False)  # absent gradients reach the kernels as None (zeros), unallocated
     ctx.save_for_backward(pred, target, weights, R, s, V, sig)
     ctx.args = (scale, allow_reflection, backend)
 
@@ -206,11 +210,13 @@ def _backward(ctx, grad_aligned, grad_R, grad_s, grad_t, _grad_V, _grad_sig):
     pred, target, weights, R, s, V, sig = ctx.saved_tensors
     scale, allow_reflection, backend = ctx.args
 
-    def dense(g, like):
-        return torch.zeros_like(like) if g is None else g.contiguous()
+    def dense(g):
+        return None if g is None else g.contiguous()
 
+    if grad_aligned is None and grad_R is None and grad_s is None and grad_t is None:
+        return None, None, None, None, None, None, None
     gp, gq = _procrustes_align_backward_op(
-        dense(grad_aligned, pred), dense(grad_R, R), dense(grad_s, s), dense(grad_t, pred[:, 0]),
+        dense(grad_aligned), dense(grad_R), dense(grad_s), dense(grad_t),
         pred, target, weights, R, s, V, sig, scale, allow_reflection, backend)
     return gp, gq, None, None, None, None, None
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import struct
 
 import torch
 
@@ -125,7 +126,7 @@ def _range_params(azimuth_range, elevation_range, op: str) -> tuple[float, float
             raise TypeError(f"fastlift.ops.{op}: {name} must be a pair (low, high) of floats, got {rng!r}") from None
         if not (math.isfinite(lo) and math.isfinite(hi) and hi >= lo):
             raise ValueError(f"fastlift.ops.{op}: {name} must be finite with low <= high, got {rng!r}")
-        width = float(torch.tensor(hi - lo, dtype=torch.float32))
+        width = struct.unpack("f", struct.pack("f", hi - lo))[0]  # rounded to float32
         out += [lo, width]
     return tuple(out)  # type: ignore[return-value]
 
@@ -218,9 +219,7 @@ def _sample(op, n, azimuth_range, elevation_range, seed, offset, distribution, d
     if dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise TypeError(f"fastlift.ops.{op}: dtype must be a floating-point dtype, got {dtype}")
     a0, aw, e0, ew = _range_params(azimuth_range, elevation_range, op)
-    device = torch.device(device) if device is not None else torch.get_default_device()
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = torch.device(device) if device is not None else torch.empty(0).device  # (traceable default)
     chosen = resolve_backend(op, device, backend, _supported_backends(("sample_rotations",), "rotate_project"))
     out_dtype = dtype if dtype == torch.float64 else torch.float32
     R, p = _sample_rotations_op(n, a0, aw, e0, ew, int(seed), int(offset), distribution == "haar",

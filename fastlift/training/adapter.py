@@ -53,7 +53,7 @@ from fastlift.training import losses as L
 
 __all__ = ["AdapterConfig", "SourceAdapter", "LocalPoseFeatures", "SourceData", "prepare_source", "prepare_target", "train_adapter",
            "adapt_arrays", "adapt_poses", "convert_only", "extend_training_data", "concat_training_data", "load_extra", "mmd2", "mmd_bandwidths",
-           "domain_classifier_accuracy", "distribution_report", "base_map"]
+           "domain_classifier_accuracy", "distribution_report", "base_map", "temporal_smooth"]
 
 TARGET_LAYOUT = H36M17
 
@@ -535,17 +535,24 @@ def adapt_arrays(adapter: SourceAdapter, source: PoseSet, source_layout=None, ba
 
 
 def adapt_poses(adapter: SourceAdapter, source: PoseSet, source_layout=None, imputed_confidence: float = 0.0,
-                batch: int = 8192) -> PoseSet:
+                complete_only: bool = False, batch: int = 8192) -> PoseSet:
     """The source poses adapted into h36m17, in the source's pixel frame (the adapted normalised
     pose mapped back with the source pose's own root and scale).
 
     Confidence: the conversion's (the detector's) confidence where the joint, or every input of a
     synthesised joint, was present; ``imputed_confidence`` where the adapter imputed it (default 0:
     imputed joints stay missing, the adapter's imputations are measured to be poor). Poses that
-    could not be normalised (no root or head) are dropped. Sequence, frame, subject, action and
-    camera are kept; 3D is not (the adapted 2D no longer projects from it).
+    could not be normalised (no root or head) are dropped, and with ``complete_only`` also those
+    with any joint the conversion could not produce (the lifter is tested on complete poses).
+    Sequence, frame, subject, action and camera are kept; 3D is not (the adapted 2D no longer
+    projects from it).
     """
     y, sd = adapt_arrays(adapter, source, source_layout, batch)
+    if complete_only:
+        keep = (sd.base_conf > 0).all(1)
+        y = y[keep]
+        sd = SourceData(sd.x[keep], sd.conf[keep], sd.base[keep], sd.base_conf[keep], sd.root[keep],
+                        sd.scale[keep], sd.index[keep], sd.dropped + int((~keep).sum()))
     kp = y / sd.scale[:, None, None] + sd.root[:, None]
     conf = np.where(sd.base_conf > 0, sd.base_conf, np.float32(imputed_confidence)).astype(np.float32)
     kp = np.where(conf[..., None] > 0, kp, 0)  # missing joints: confidence 0, coordinates 0
@@ -564,6 +571,44 @@ def convert_only(source: PoseSet, source_layout=None) -> PoseSet:
     from fastlift.training.inputs import usable_mask
     ps = ps.subset(usable_mask(ps, ROOT, HEAD))
     return replace(ps, keypoints_3d=None, source=f"converted({source.source or 'source'})")
+
+
+# ------------------------------------------------------------------------------ temporal smoothing
+def temporal_smooth(poses: PoseSet, sigma: float = 1.5) -> PoseSet:
+    """Confidence-weighted Gaussian smoothing of the 2D keypoints along each sequence.
+
+    Detector jitter is independent from frame to frame while motion at video rates is smooth, so a
+    Gaussian of ``sigma`` frames (radius 3 sigma) over the neighbours of the same sequence (matched
+    on sequence id and frame number, so gaps are respected) removes most of it. Missing joints
+    (confidence 0) take no part and stay missing; confidences are unchanged. Single images (no
+    neighbours) pass through unchanged. ``sigma <= 0`` returns ``poses``.
+    """
+    if sigma <= 0 or len(poses) == 0:
+        return poses
+    R = max(1, int(math.ceil(3 * sigma)))
+    order = np.lexsort((poses.frame, poses.sequence))
+    seq, fr = poses.sequence[order], poses.frame[order]
+    kp = np.asarray(poses.keypoints_2d, dtype=np.float64)[order]
+    w0 = (np.asarray(poses.confidence)[order] > 0).astype(np.float64)
+    num = kp * w0[..., None]
+    den = w0.copy()
+    N = len(order)
+    for o in range(1, R + 1):
+        g = math.exp(-0.5 * (o / sigma) ** 2)
+        for sgn in (1, -1):
+            # neighbour at sorted position i + sgn*o, valid when it is frame + sgn*o of the same sequence
+            a = np.arange(max(0, -sgn * o), min(N, N - sgn * o))
+            b = a + sgn * o
+            ok = (seq[a] == seq[b]) & (fr[b] - fr[a] == sgn * o)
+            a, b = a[ok], b[ok]
+            wb = g * w0[b] * w0[a]
+            num[a] += kp[b] * wb[..., None]
+            den[a] += wb
+    out = np.where(den[..., None] > 0, num / np.maximum(den, 1e-12)[..., None], kp).astype(np.float32)
+    res = np.empty_like(out)
+    res[order] = out
+    res = np.where(np.asarray(poses.confidence)[..., None] > 0, res, 0).astype(np.float32)
+    return replace(poses, keypoints_2d=res)
 
 
 # ------------------------------------------------------------------------------ the CLI hook
@@ -620,8 +665,9 @@ def load_extra(extra, extra_layout: str | None = None) -> PoseSet:
 
 
 def extend_training_data(target: PoseSet, extra, extra_layout: str | None = None, seed: int = 0, *,
-                         adapt: bool = True, config: AdapterConfig | None = None, log=print,
-                         cache: str | None = None, return_report: bool = False, **overrides):
+                         adapt: bool = True, smooth_sigma: float = 1.5, complete_only: bool = True,
+                         config: AdapterConfig | None = None,
+                         log=print, cache: str | None = None, return_report: bool = False, **overrides):
     """Target poses plus the extra 2D poses, adapted: what ``--extra-2d`` trains the lifter on.
 
     Args:
@@ -630,7 +676,11 @@ def extend_training_data(target: PoseSet, extra, extra_layout: str | None = None
             PoseSet.
         extra_layout: their layout when the file does not say it (see :func:`load_extra`).
         seed: seed of the adapter's initialisation and batches.
-        adapt: False skips the adapter: the extra poses are only converted (:func:`convert_only`).
+        adapt: False skips the adapter (and the smoothing): the extra poses are only converted
+            (:func:`convert_only`).
+        smooth_sigma: temporal smoothing of the extra poses before adapting (frames; see
+            :func:`temporal_smooth`; 0: off; no effect on single images).
+        complete_only: keep only adapted poses with every joint present (see :func:`adapt_poses`).
         config, overrides: :class:`AdapterConfig` and field overrides (``steps=...``).
         log: progress lines; the adapter's before/after distribution distances are logged.
         cache: optional ``.npz`` path: if it exists the adapted poses are read from it instead of
@@ -652,8 +702,10 @@ def extend_training_data(target: PoseSet, extra, extra_layout: str | None = None
         src = load_extra(extra, extra_layout)
         if adapt:
             cfg = replace(config or AdapterConfig(), seed=seed, **overrides)
+            src = temporal_smooth(src, smooth_sigma)
             adapter, report = train_adapter(target, src, config=cfg, log=log)
-            extra_ps = adapt_poses(adapter, src, imputed_confidence=cfg.imputed_confidence)
+            extra_ps = adapt_poses(adapter, src, imputed_confidence=cfg.imputed_confidence,
+                                   complete_only=complete_only)
         else:
             extra_ps = convert_only(src)
             log(f"extra 2D data: {len(extra_ps)} of {len(src)} poses converted {src.layout} -> h36m17 "

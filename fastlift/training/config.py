@@ -102,6 +102,7 @@ class TrainConfig:
     gp_weight: float = _f(10.0, "gradient-penalty weight (wgan-gp)")
     label_smoothing: float = _f(0.0, "one-sided label smoothing of D's real targets (bce, lsgan)")
     d_steps: int = _f(1, "discriminator updates per generator step")
+    d_bend_negatives: float = _f(0.0, "weight of real poses with one knee or elbow bent the other way in 2D (the end joint reflected across the upper limb) as extra fakes for D (0: off)")
     d_warmup: int = _f(0, "first steps in which only the discriminators train (the lifter waits): D learns chirality and joint-bend cues before the lifter commits to depth signs")
     d_acc_cap: float = _f(1.0, "skip D's update while its batch accuracy exceeds this (1: never)")
 
@@ -129,6 +130,7 @@ class TrainConfig:
     lr_warmup: int = _f(0, "steps of linear learning-rate warm-up")
     lr_min_ratio: float = _f(0.05, "final learning rate / lr (cosine)")
     exp_decay: float = _f(0.9, "learning-rate factor per 1000 steps (exp)")
+    ema: float = _f(0.998, "decay of an exponential moving average of the lifter's weights, used for validation, test and the saved model (0: off)")
     grad_clip: float = _f(0.0, "clip the lifter's gradient norm (0: off)")
     supervised_standardize: bool = _f(True, "supervised mode: z-score the depth targets (fast training)")
 
@@ -167,7 +169,7 @@ class TrainConfig:
         for name in ("c", "min_depth", "lr", "d_lr_ratio"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"config: {name} must be > 0, got {getattr(self, name)}")
-        for name in ("beta1", "beta2"):
+        for name in ("beta1", "beta2", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("azimuth_range", "elevation_range"):

@@ -28,6 +28,7 @@ DDP without SyncBatchNorm) and are averaged before validation and checkpoints.
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import json
 import math
@@ -162,10 +163,18 @@ class Trainer:
         self.lifter.to(self.device)
         self.disc.to(self.device)
         self.tdisc.to(self.device)
+        self.lifter_ema = None
         if init_state is not None:
-            self._load_models(init_state["models"])
+            states = dict(init_state["models"])
+            if "lifter_ema" in states:  # start from the averaged (validated) weights
+                states["lifter"] = states.pop("lifter_ema")
+            self._load_models(states)
             self.log(f"initialised networks from {init_state['path']}")
         self._broadcast_parameters()
+        if cfg.ema > 0:  # a moving average of the lifter's weights: what is validated and saved
+            self.lifter_ema = copy.deepcopy(self.lifter).eval()
+            for p in self.lifter_ema.parameters():
+                p.requires_grad_(False)
         self.g_fwd = torch.compile(self.lifter) if cfg.compile else self.lifter
         self.d_fwd = torch.compile(self.disc) if cfg.compile else self.disc
         self.t_fwd = torch.compile(self.tdisc) if cfg.compile else self.tdisc
@@ -199,6 +208,7 @@ class Trainer:
         self._sym = self._symmetric_bones()
         self._mirror_x = torch.tensor([-1.0, 1.0], device=self.device)
         self._flip_perm = torch.as_tensor(self.layout.flip_index, device=self.device)
+        self._limbs = self._limb_triples()
         self.out = self._out_dir()
         if self._resume_state is not None:
             self._restore(self._resume_state)
@@ -293,13 +303,33 @@ class Trainer:
 
     # ------------------------------------------------------------------------ networks
     def _models(self) -> dict:
-        return {"lifter": self.lifter, "disc": self.disc, "tdisc": self.tdisc}
+        m = {"lifter": self.lifter, "disc": self.disc, "tdisc": self.tdisc}
+        if self.lifter_ema is not None:
+            m["lifter_ema"] = self.lifter_ema
+        return m
+
+    @property
+    def eval_lifter(self) -> Lifter:
+        """The lifter that is validated, tested and exported: the moving average when ``ema`` > 0."""
+        return self.lifter_ema if self.lifter_ema is not None else self.lifter
+
+    @torch.no_grad()
+    def _update_ema(self):
+        if self.lifter_ema is None:
+            return
+        decay = min(self.cfg.ema, (1.0 + self.step) / (10.0 + self.step))
+        ema_p = [p for p in self.lifter_ema.parameters()]
+        cur_p = [p.detach() for p in self.lifter.parameters()]
+        torch._foreach_lerp_(ema_p, cur_p, 1.0 - decay)
+        for b_ema, b in zip(self.lifter_ema.buffers(), self.lifter.buffers()):
+            b_ema.copy_(b)
 
     def _load_models(self, states: dict):
         for k, m in self._models().items():
-            if k in states:
+            src = k if k in states else ("lifter" if k == "lifter_ema" else None)  # no EMA saved: start it here
+            if src in states:
                 try:
-                    m.load_state_dict(states[k])
+                    m.load_state_dict(states[src])
                 except RuntimeError as exc:
                     raise ConfigError(f"checkpoint: network {k!r} does not fit this config: {exc}") from None
 
@@ -414,7 +444,8 @@ class Trainer:
         x = torch.where(conf[..., None] > 0, x, torch.zeros_like(x))
         B = x.shape[0]
         prev = batch.get("keypoints_2d_prev") if (self.temporal or self.use_bone_temporal) else None
-        has_prev = batch.get("has_prev")
+        if prev is not None and "confidence_prev" in batch:
+            prev = torch.where(batch["confidence_prev"][..., None] > 0, prev, torch.zeros_like(prev))
 
         warm = self.step < cfg.d_warmup and self.use_d  # discriminator warm-up: the lifter waits
         # 1-3 run in one autocast region (when amp is on) so the lifter's weights are cast once
@@ -450,7 +481,7 @@ class Trainer:
             if self.temporal:
                 y_prev_fake, _, _ = self._project(Y_prev, R)
                 pf = y_prev_fake.detach()
-                out.update(self._t_update(x, prev, yf, pf, has_prev))
+                out.update(self._t_update(x, prev, yf, pf))
 
         if warm:
             return out
@@ -468,7 +499,7 @@ class Trainer:
             out["loss_adv"] = adv.detach()
             if self.temporal:
                 with self._frozen(self.tdisc), self._autocast():
-                    lt = L.g_loss(cfg.gan_loss, self._masked(self.t_fwd(y_fake, y_prev_fake), has_prev))
+                    lt = L.g_loss(cfg.gan_loss, self.t_fwd(y_fake, y_prev_fake))
                 loss = loss + cfg.w_temporal * lt
                 out["loss_t"] = lt.detach()
         bone = torch.zeros((), device=self.device)
@@ -480,12 +511,9 @@ class Trainer:
             loss = loss + bone
             out["loss_bone"] = bone.detach()
         self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)
+        self._update_ema()
         out.update(loss_g=loss.detach(), loss_2d=l2d.detach(), loss_3d=l3d.detach())
         return out
-
-    @staticmethod
-    def _masked(v: torch.Tensor, mask):
-        return v if mask is None else v[mask.bool()]
 
     @contextlib.contextmanager
     def _frozen(self, module):
@@ -508,12 +536,19 @@ class Trainer:
         parts = [real, fake]
         if cfg.d_flip_negatives > 0:
             parts.append(real * self._mirror_x)
+        if cfg.d_bend_negatives > 0 and self._limbs is not None:
+            bent, bent_ok = self._bend_flip(real)
+            parts.append(bent)
         with self._autocast():
             o = self.d_fwd(torch.cat(parts, 0)).float()
         o_real, o_fake = o[:B], o[B:2 * B]
         loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
+        k = 2 * B
         if cfg.d_flip_negatives > 0:
-            loss = loss + cfg.d_flip_negatives * L.d_fake_term(cfg.gan_loss, o[2 * B:])
+            loss = loss + cfg.d_flip_negatives * L.d_fake_term(cfg.gan_loss, o[k:k + B])
+            k += B
+        if cfg.d_bend_negatives > 0 and self._limbs is not None:
+            loss = loss + cfg.d_bend_negatives * L.d_fake_term(cfg.gan_loss, o[k:k + B], bent_ok)
         if cfg.gan_loss == "wgan-gp":
             loss = loss + cfg.gp_weight * L.gradient_penalty(self.d_fwd, real, fake)
         acc = L.d_accuracy(cfg.gan_loss, o_real.detach(), o_fake.detach())
@@ -521,15 +556,44 @@ class Trainer:
             self._update("d", loss, self.disc, self.opt_d)
         out = {"loss_d": loss.detach(), "d_acc": acc}
         if cfg.d_flip_negatives > 0:
-            out["d_flip_acc"] = L.d_accuracy(cfg.gan_loss, o_real.detach(), o[2 * B:].detach())
+            out["d_flip_acc"] = L.d_accuracy(cfg.gan_loss, o_real.detach(), o[2 * B:3 * B].detach())
         return out
 
-    def _t_update(self, x, prev, yf, pf, has_prev) -> dict:
+    def _limb_triples(self):
+        """(upper, middle, end) joint triples of the knees and elbows the layout has."""
+        lay = self.layout
+        out = []
+        for side in ("l", "r"):
+            for a, b, c in (("hip", "knee", "ankle"), ("shoulder", "elbow", "wrist")):
+                names = [f"{side}_{a}", f"{side}_{b}", f"{side}_{c}"]
+                if all(n in lay.canonical for n in names):
+                    out.append([lay.canonical.index(n) for n in names])
+        return torch.tensor(out, dtype=torch.long, device=self.device) if out else None
+
+    def _bend_flip(self, x: torch.Tensor, min_bend: float = 0.25):
+        """Each pose with one random knee or elbow bent the other way in the image: the end joint
+        reflected across the line of the upper limb. Returns (poses, mask of poses whose chosen
+        joint was bent by more than ``min_bend`` (sine of the 2D angle) and so really changed)."""
+        B = x.shape[0]
+        pick = self._limbs[torch.randint(len(self._limbs), (B,), device=x.device)]   # (B, 3)
+        ar = torch.arange(B, device=x.device)
+        a, b, c = x[ar, pick[:, 0]], x[ar, pick[:, 1]], x[ar, pick[:, 2]]
+        u = b - a
+        u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        v = c - b
+        v_ref = 2 * (v * u).sum(-1, keepdim=True) * u - v
+        sin = (u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0]).abs() / v.norm(dim=-1).clamp_min(1e-6)
+        out = x.clone()
+        out[ar, pick[:, 2]] = b + v_ref
+        return out, sin > min_bend
+
+    def _t_update(self, x, prev, yf, pf) -> dict:
+        """One update of the temporal discriminator: real (x_t, x_t-k) against fake pairs."""
         cfg = self.cfg
         B = x.shape[0]
         with self._autocast():
             o = self.t_fwd(torch.cat([x, yf], 0), torch.cat([prev, pf], 0)).float()
-        o_real, o_fake = self._masked(o[:B], has_prev), self._masked(o[B:], has_prev)
+        o_real, o_fake = o[:B], o[B:]
         loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
         if cfg.gan_loss == "wgan-gp":
             gp = L.gradient_penalty(self.t_fwd, x, yf, None, prev, extra_fake=(pf,))
@@ -553,20 +617,25 @@ class Trainer:
         w = (conf > 0).float()
         loss = (((pred - target) ** 2) * w).sum() / w.sum().clamp_min(1)
         self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)
+        self._update_ema()
         return {"loss_sup": loss.detach(), "loss_g": loss.detach()}
 
     # ------------------------------------------------------------------------- validation
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch: int = 8192) -> torch.Tensor:
         """Root-relative 3D poses (N, J, 3) of normalised 2D poses, lifter in eval mode."""
-        was = self.lifter.training
-        self.lifter.eval()
+        g = self.eval_lifter
+        was = g.training
+        g.eval()
         outs = []
         for i in range(0, x.shape[0], batch):
             xb = x[i:i + batch].to(self.device)
-            Y = self._lift(xb)
+            with self._autocast():
+                d = g(xb)
+            with self._fp32():
+                Y = geo.lift_to_3d(xb, d.float(), c=self.cfg.c, floor=self.cfg.depth_floor, min_depth=self.cfg.min_depth)
             outs.append((Y - Y[:, self.root:self.root + 1]).float().cpu())
-        self.lifter.train(was)
+        g.train(was)
         return torch.cat(outs) if outs else torch.zeros(0, self.J, 3)
 
     def evaluate(self, ev: EvalSet) -> dict:
@@ -703,12 +772,13 @@ class Trainer:
             self.log(f"{name} ({len(ev)} poses): " + ", ".join(f"{k} {v:.1f}" for k, v in res[name].items()) + " mm")
         if "best.pt" in os.listdir(os.path.join(self.out, "checkpoints")) and self.data.test is not None:
             st = load_checkpoint(os.path.join(self.out, "checkpoints", "best.pt"))
-            cur = {k: v.clone() for k, v in self.lifter.state_dict().items()}
-            self.lifter.load_state_dict(st["models"]["lifter"])
+            g = self.eval_lifter
+            cur = {k: v.clone() for k, v in g.state_dict().items()}
+            g.load_state_dict(st["models"]["lifter_ema" if self.lifter_ema is not None else "lifter"])
             ev = make_eval_set(self.data.test, self.root, self.head, self.cfg.c, 0, "test")
             res["test_best"] = self.evaluate(ev)
             res["test_best"]["step"] = st["step"]
-            self.lifter.load_state_dict(cur)
+            g.load_state_dict(cur)
             self.log(f"test, best checkpoint (step {st['step']}): p_mpjpe {res['test_best']['p_mpjpe']:.1f} mm")
         return res
 
@@ -766,6 +836,7 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except Exception:  # tensorboard is an optional dependency
+            self.log("tensorboard is not installed (pip install tensorboard): metrics go to metrics.csv only")
             return None
         return SummaryWriter(os.path.join(self.out, "tb"))
 

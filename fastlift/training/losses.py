@@ -37,16 +37,22 @@ def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: f
     raise ValueError(f"unknown GAN loss {kind!r}")
 
 
-def d_fake_term(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    """The fake half of D's loss alone (for extra negatives)."""
+def d_fake_term(kind: str, fake: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The fake half of D's loss alone (for extra negatives); ``weight`` (B,) makes it a weighted
+    mean (no host sync, unlike boolean indexing)."""
     fake = fake.float()
     if kind == "bce":
-        return F.softplus(fake).mean()
-    if kind == "lsgan":
-        return (fake ** 2).mean()
-    if kind == "wgan-gp":
-        return fake.mean()
-    raise ValueError(f"unknown GAN loss {kind!r}")
+        e = F.softplus(fake)
+    elif kind == "lsgan":
+        e = fake ** 2
+    elif kind == "wgan-gp":
+        e = fake
+    else:
+        raise ValueError(f"unknown GAN loss {kind!r}")
+    if weight is None:
+        return e.mean()
+    w = weight.float()
+    return (e * w).sum() / w.sum().clamp_min(1.0)
 
 
 def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
