@@ -90,9 +90,11 @@ def test_engine_run_end_to_end(tmp_path):
     assert evaluate_main(["--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "test.npz"),
                           "--json", str(out)]) == 0
     got = json.loads(out.read_text())
-    assert got["p_mpjpe"] == pytest.approx(ref["p_mpjpe"], rel=1e-4)
-    assert got["n_mpjpe"] == pytest.approx(ref["n_mpjpe"], rel=1e-4)
-    assert got["mpjpe"] == pytest.approx(ref["mpjpe_scaled"], rel=1e-4)
+    # evaluate runs the BN-folded float32 network, the engine the eager one: summation order differs,
+    # and a clean-clone CI run saw 1.1e-4 relative (0.012 mm) between them.
+    assert got["p_mpjpe"] == pytest.approx(ref["p_mpjpe"], rel=1e-3)
+    assert got["n_mpjpe"] == pytest.approx(ref["n_mpjpe"], rel=1e-3)
+    assert got["mpjpe"] == pytest.approx(ref["mpjpe_scaled"], rel=1e-3)
 
 
 def test_cli_table_and_json(files, capsys):
