@@ -6,24 +6,28 @@ training set (``--n-target`` poses of ``--target-subjects`` subjects), the synth
 Source domain: :func:`fastlift.data.wild.synthetic_wild` (COCO-17, COCO hip convention, other
 bodies, cameras and motions, detector noise and missing joints), ``--n-source`` poses.
 
-1. Smooth the source along its sequences (``--smooth`` frames, :func:`temporal_smooth`), train the
-   adapter on (target train, smoothed source), adapt it (``extend_training_data``'s pipeline); measure, against a *broad*
-   target-domain reference (the test split's 2D, never used for training), the distribution
-   distance (MMD^2 with Gaussian kernels, held-out domain-classifier accuracy) of the converted,
-   the adapted and the true (noise-free, target-convention) source poses, and the paired error of
-   converted and adapted poses against the truth.
+1. ``extend_training_data``'s pipeline: smooth the source along its sequences (``--smooth``
+   frames), train the adapter on (target train, smoothed source), adapt, keep complete poses
+   (``--keep-incomplete`` keeps all). Measure, against a *broad* target-domain reference (the test
+   split's 2D, never trained on), the distribution distance (MMD^2 with Gaussian kernels,
+   held-out domain-classifier accuracy) of the converted, the adapted and the true (noise-free,
+   target-convention) source poses, and the paired error of converted and adapted poses against
+   the truth (with the wild bodies, and with bodies from the target's distribution).
 2. Train the same lifter with the same step budget on: ``target`` (target only), ``converted``
    (target + source converted by convert_keypoints only), ``adapted`` (target + adapted source),
    optionally ``oracle`` (target + the true target-domain view of the source poses: a perfect
-   adapter's upper bound). Report P-MPJPE on the test split (last and best-on-val checkpoints) and
-   the mean validation P-MPJPE over the second half of training (less noisy than one number).
+   adapter's upper bound) and ``converted_clean`` (the adapted pipeline without the adapter
+   network: smoothed, converted, complete poses only). In every extended set the target poses are repeated to at least
+   ``--target-fraction`` of it (0.5, as extend_training_data). Report P-MPJPE on the test split
+   (last and best-on-val checkpoints) and the mean validation P-MPJPE over the second half of
+   training (less noisy than one number).
 
 Usage (one CPU thread per lifter run; ``--jobs`` runs in parallel)::
 
-    python bench/adapter_experiment.py --out /tmp/adapter_exp --seeds 0 1 --jobs 2
+    python bench/adapter_experiment.py --out /tmp/adapter_exp --seeds 0 1 2 --jobs 2
     python bench/adapter_experiment.py --out /tmp/adapter_exp --adapter-only
 
-Results: ``OUT/results.json`` and a markdown table on stdout.
+Results: ``OUT/adapter_results.json``, ``OUT/results.json`` and a markdown table on stdout.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import time
 
 import numpy as np
 
-CONDITIONS = ("target", "converted", "adapted", "oracle")
+CONDITIONS = ("target", "converted", "adapted", "oracle", "converted_clean")
 
 
 def _lifter_config(args, data, out, seed):
@@ -100,6 +104,9 @@ def make_data(args, log=print):
     adapted = A.adapt_poses(adapter, src_s, imputed_confidence=cfg.imputed_confidence,
                             complete_only=not args.keep_incomplete)
     converted = A.convert_only(src)
+    # the adapted pipeline without the adapter network: smoothed, converted, complete poses only
+    converted_clean = A.convert_only(src_s)
+    converted_clean = converted_clean.subset((converted_clean.confidence > 0).all(1))
     adapter_s = time.perf_counter() - t
     import torch as _t
     _t.save({"state_dict": adapter.state_dict(), "hparams": adapter.hparams}, os.path.join(d, "adapter.pt"))
@@ -129,14 +136,17 @@ def make_data(args, log=print):
              for k, v in (("converted", sd_raw.base), ("smoothed_converted", sd_sm.base), ("adapted", y))}
         paired[tname] = {f"{k}_present": float(v[present].mean()) for k, v in e.items()}
         paired[tname]["adapted_imputed"] = float(e["adapted"][~present].mean()) if (~present).any() else None
-        paired[tname]["per_joint_present"] = {k: np.round((v * present).sum(0) / np.maximum(present.sum(0), 1), 4).tolist()
+        npres = np.maximum(present.sum(0), 1)
+        paired[tname]["per_joint_present"] = {k: np.round((v * present).sum(0) / npres, 4).tolist()
                                              for k, v in e.items()}
     rep_small = {k: v for k, v in rep.items() if k not in ("config",)}
-    for name, extra in (("converted", converted), ("adapted", adapted), ("oracle", truth)):
-        A.concat_training_data(target, extra).save(os.path.join(d, f"train_{name}.npz"))
+    for name, extra in (("converted", converted), ("adapted", adapted), ("oracle", truth),
+                        ("converted_clean", converted_clean)):
+        A.concat_training_data(target, extra, args.target_fraction).save(os.path.join(d, f"train_{name}.npz"))
     A.concat_training_data(target, target.subset(slice(0, 0))).save(os.path.join(d, "train_target.npz"))
     out = {"adapter_seconds": round(adapter_s, 1), "adapter_report": rep_small, "distances_vs_test_split": dist,
-           "paired_error_head_root_units": paired, "n_converted": len(converted), "n_adapted": len(adapted)}
+           "paired_error_head_root_units": paired, "n_converted": len(converted), "n_adapted": len(adapted),
+           "n_converted_clean": len(converted_clean)}
     log(json.dumps({k: out[k] for k in ("distances_vs_test_split", "paired_error_head_root_units")}, indent=1))
     return out
 
@@ -153,8 +163,11 @@ def main(argv=None):
     p.add_argument("--seed0", type=int, default=0, help="adapter seed")
     p.add_argument("--adapter-steps", type=int, default=1000)
     p.add_argument("--keep-incomplete", action="store_true",
-                   help="keep adapted poses with missing joints (default: complete poses only, as extend_training_data)")
-    p.add_argument("--smooth", type=float, default=1.5, help="temporal smoothing of the source (frames) before adapting")
+                   help="keep adapted poses with missing joints (default: complete poses only)")
+    p.add_argument("--target-fraction", type=float, default=0.5,
+                   help="repeat the target poses to at least this fraction of each extended set")
+    p.add_argument("--smooth", type=float, default=1.5,
+                   help="temporal smoothing of the source (frames) before adapting")
     p.add_argument("--steps", type=int, default=1500, help="lifter steps (same for every condition)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--width", type=int, default=256)
@@ -205,9 +218,11 @@ def main(argv=None):
                     rows.append(json.load(f))
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"args": vars(args), "adapter": prep, "lifter": rows}, f, indent=1)
-    print("\n| condition | seed | extra poses | test P-MPJPE last | test P-MPJPE best-val ckpt | val P-MPJPE 2nd-half mean | flat |")
+    print("\n| condition | seed | extra poses | test P-MPJPE last | test P-MPJPE best-val ckpt "
+          "| val P-MPJPE 2nd-half mean | flat |")
     print("|---|---|---|---|---|---|---|")
-    n_extra = {"target": 0, "converted": prep["n_converted"], "adapted": prep["n_adapted"], "oracle": args.n_source}
+    n_extra = {"target": 0, "converted": prep["n_converted"], "adapted": prep["n_adapted"], "oracle": args.n_source,
+               "converted_clean": prep.get("n_converted_clean", -1)}
     for r in rows:
         tb = r["test_best"]["p_mpjpe"] if r.get("test_best") else float("nan")
         print(f"| {r['condition']} | {r['seed']} | {n_extra[r['condition']]} | {r['test']['p_mpjpe']:.1f} | {tb:.1f} | "

@@ -70,9 +70,9 @@ def _forward_backward(fn, pred, target):
     return p.grad
 
 
-def _time(fn, repeats: int = 10) -> float:
+def _time(fn, repeats: int = 10, warmup: int = 2) -> float:
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(2):
+    for _ in range(warmup):
         fn()
     sync()
     best = float("inf")
@@ -95,27 +95,35 @@ def bytes_moved(n: int, joints: int, fwd_bwd: bool = False, itemsize: int = 4) -
     return fwd + aux + bwd
 
 
-PROVIDERS = ["reference", "roma", "cpu"]
+# (provider, device): the CPU group always, the CUDA group when a GPU is present.
+CASES = [("reference", "cpu"), ("roma", "cpu"), ("cpu", "cpu"),
+         ("reference", "cuda"), ("roma", "cuda"), ("cuda", "cuda"), ("triton", "cuda")]
+_IDS = [f"{p}-{d}" for p, d in CASES]
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_procrustes_forward(benchmark, provider):
-    fns = providers("cpu")
+def _case(provider, device):
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no GPU")
+    fns = providers(device)
     if provider not in fns:
-        pytest.skip(f"{provider} not available")
-    pred, target = make_poses(4096)
-    benchmark.group = "procrustes_align forward N=4096 J=17 float32"
-    benchmark(fns[provider], pred, target)
+        pytest.skip(f"{provider} not available on {device}")
+    return fns[provider]
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
-def test_procrustes_forward_backward(benchmark, provider):
-    fns = providers("cpu")
-    if provider not in fns:
-        pytest.skip(f"{provider} not available")
-    pred, target = make_poses(4096)
-    benchmark.group = "procrustes_align forward+backward N=4096 J=17 float32"
-    benchmark(_forward_backward, fns[provider], pred, target)
+@pytest.mark.parametrize("provider,device", CASES, ids=_IDS)
+def test_procrustes_forward(benchmark, provider, device):
+    fn = _case(provider, device)
+    pred, target = make_poses(4096, device=device)
+    benchmark.group = f"procrustes_align forward N=4096 J=17 float32 {device}"
+    benchmark(fn, pred, target)
+
+
+@pytest.mark.parametrize("provider,device", CASES, ids=_IDS)
+def test_procrustes_forward_backward(benchmark, provider, device):
+    fn = _case(provider, device)
+    pred, target = make_poses(4096, device=device)
+    benchmark.group = f"procrustes_align forward+backward N=4096 J=17 float32 {device}"
+    benchmark(_forward_backward, fn, pred, target)
 
 
 def main():
@@ -123,7 +131,8 @@ def main():
     parser.add_argument("--n", type=int, default=65536, help="number of poses")
     parser.add_argument("--joints", type=int, default=17)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls of each fused provider")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (slow providers: one call each)")
     args = parser.parse_args()
     pred, target = make_poses(args.n, args.joints, args.device)
     roof = copy_bandwidth_gbs(args.device)
@@ -131,13 +140,17 @@ def main():
     print(f"procrustes_align, N={args.n}, J={args.joints}, float32, {args.device}; "
           f"copy bandwidth {roof:.1f} GB/s (bench/roofline.py)")
     fns = providers(args.device)
-    times = {}
-    for name, fn in fns.items():
-        slow = name in ("reference", "roma")
-        reps = max(2, args.repeats // 4) if slow else args.repeats
-        tf = _time(lambda: fn(pred, target), reps)
-        tfb = _time(lambda: _forward_backward(fn, pred, target), reps)
-        times[name] = (tf, tfb)
+    # Rounds interleave the providers (best time of each kept), so that a machine whose load
+    # changes during the run biases no provider; the slow ones run once per round.
+    times = {name: [float("inf"), float("inf")] for name in fns}
+    for fn in fns.values():  # warm-up
+        fn(pred, target)
+        _forward_backward(fn, pred, target)
+    for _ in range(args.rounds):
+        for name, fn in fns.items():
+            reps = 1 if name in ("reference", "roma") else max(1, args.repeats // args.rounds)
+            times[name][0] = min(times[name][0], _time(lambda: fn(pred, target), reps, warmup=0))
+            times[name][1] = min(times[name][1], _time(lambda: _forward_backward(fn, pred, target), reps, warmup=0))
     ref_f, ref_fb = times["reference"]
     roma_f, roma_fb = times.get("roma", (float("nan"), float("nan")))
     b_f, b_fb = bytes_moved(args.n, args.joints), bytes_moved(args.n, args.joints, fwd_bwd=True)

@@ -41,6 +41,14 @@ def _weights(w_ptr, n64, j, mask, J, HAS_W: tl.constexpr):
 
 
 @triton.jit
+def _root3(Y_ptr, n64, nm, J, root):
+    """The root joint's 3 coordinates, each a (BLOCK_N,) vector."""
+    b = Y_ptr + n64 * J * 3 + root * 3
+    return (tl.load(b, mask=nm, other=0.0), tl.load(b + 1, mask=nm, other=0.0),
+            tl.load(b + 2, mask=nm, other=0.0))
+
+
+@triton.jit
 def _store_partials(P_ptr, s2, s3, sw):
     pid = tl.program_id(0)
     tl.store(P_ptr + pid * 3, tl.sum(tl.sum(s2, axis=1), axis=0))
@@ -150,9 +158,11 @@ def _reproject_fwd_kernel(X_ptr, YL_ptr, R_ptr, YR_ptr, W_ptr, P_ptr, N, J, root
     o3 = n64[:, None] * J * 3 + j[None, :] * 3
     e2 = _f(tl.where(keep, tl.load(X_ptr + o2, mask=keep, other=0.0) - xb0, 0.0), L1)
     e2 += _f(tl.where(keep, tl.load(X_ptr + o2 + 1, mask=keep, other=0.0) - xb1, 0.0), L1)
-    e3 = _f(tl.where(keep, tl.load(YR_ptr + o3, mask=keep, other=0.0) - y0, 0.0), L1)
-    e3 += _f(tl.where(keep, tl.load(YR_ptr + o3 + 1, mask=keep, other=0.0) - y1, 0.0), L1)
-    e3 += _f(tl.where(keep, tl.load(YR_ptr + o3 + 2, mask=keep, other=0.0) - y2, 0.0), L1)
+    # 3D compared root-relative: (Y_rot - Y_rot_root) - (Y_relift - Y_relift_root), the latter is p
+    t0, t1, t2 = _root3(YR_ptr, n64, nm, J, root)
+    e3 = _f(tl.where(keep, tl.load(YR_ptr + o3, mask=keep, other=0.0) - t0[:, None] - p0, 0.0), L1)
+    e3 += _f(tl.where(keep, tl.load(YR_ptr + o3 + 1, mask=keep, other=0.0) - t1[:, None] - p1, 0.0), L1)
+    e3 += _f(tl.where(keep, tl.load(YR_ptr + o3 + 2, mask=keep, other=0.0) - t2[:, None] - p2, 0.0), L1)
     _store_partials(P_ptr, w * e2, w * e3, w)
 
 
@@ -184,16 +194,22 @@ def _reproject_bwd_kernel(X_ptr, YL_ptr, R_ptr, YR_ptr, W_ptr, K_ptr, GX_ptr, GY
                                       root, head, eps, RENORM)
     gy0, gy1, gy2, g00, g01, g02, g10, g11, g12, g20, g21, g22 = _rotate_backward(
         gq0, gq1, gq2, p0, p1, p2, m00, m01, m02, m10, m11, m12, m20, m21, m22, j, root)
-    h0 = tl.where(keep, w * k3 * _df(y0 - tl.load(YR_ptr + o3, mask=keep, other=0.0), L1), 0.0)
-    h1 = tl.where(keep, w * k3 * _df(y1 - tl.load(YR_ptr + o3 + 1, mask=keep, other=0.0), L1), 0.0)
-    h2 = tl.where(keep, w * k3 * _df(y2 - tl.load(YR_ptr + o3 + 2, mask=keep, other=0.0), L1), 0.0)
-    tl.store(GYL_ptr + o3, gy0 + h0, mask=mask)
-    tl.store(GYL_ptr + o3 + 1, gy1 + h1, mask=mask)
-    tl.store(GYL_ptr + o3 + 2, gy2 + h2, mask=mask)
+    t0, t1, t2 = _root3(YR_ptr, n64, nm, J, root)
+    h0 = tl.where(keep, w * k3 * _df(p0 - (tl.load(YR_ptr + o3, mask=keep, other=0.0) - t0[:, None]), L1), 0.0)
+    h1 = tl.where(keep, w * k3 * _df(p1 - (tl.load(YR_ptr + o3 + 1, mask=keep, other=0.0) - t1[:, None]), L1), 0.0)
+    h2 = tl.where(keep, w * k3 * _df(p2 - (tl.load(YR_ptr + o3 + 2, mask=keep, other=0.0) - t2[:, None]), L1), 0.0)
+    # root-relative comparison: the sums of the 3D gradient flow to the two roots
+    is_root = (j == root)[None, :]
+    hs0 = tl.where(is_root, tl.sum(h0, axis=1)[:, None], 0.0)
+    hs1 = tl.where(is_root, tl.sum(h1, axis=1)[:, None], 0.0)
+    hs2 = tl.where(is_root, tl.sum(h2, axis=1)[:, None], 0.0)
+    tl.store(GYL_ptr + o3, gy0 + h0 - hs0, mask=mask)
+    tl.store(GYL_ptr + o3 + 1, gy1 + h1 - hs1, mask=mask)
+    tl.store(GYL_ptr + o3 + 2, gy2 + h2 - hs2, mask=mask)
     if NEED_YR:
-        tl.store(GYR_ptr + o3, -h0, mask=mask)
-        tl.store(GYR_ptr + o3 + 1, -h1, mask=mask)
-        tl.store(GYR_ptr + o3 + 2, -h2, mask=mask)
+        tl.store(GYR_ptr + o3, hs0 - h0, mask=mask)
+        tl.store(GYR_ptr + o3 + 1, hs1 - h1, mask=mask)
+        tl.store(GYR_ptr + o3 + 2, hs2 - h2, mask=mask)
     _store_matrix(GR_ptr, n64, nm, g00, g01, g02, g10, g11, g12, g20, g21, g22, TRANSPOSE)
 
 

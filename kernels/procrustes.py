@@ -519,9 +519,12 @@ def _bwd_kernel(gy_ptr, gr_ptr, gs_ptr, gt_ptr, p_ptr, q_ptr, w_ptr, r_ptr, s_pt
     tl.store(gq_ptr + offs + 2, oqz, mask=mask)
 
 
-def _blocks(J: int) -> tuple[int, int]:
+def _blocks(J: int, device: torch.device) -> tuple[int, int]:
+    """(poses, joints) per program: about 1024 elements per 2D tensor on a GPU (the 3x3 part keeps
+    ~60 per-pose values live per thread), larger blocks under the CPU interpreter (fewer programs)."""
     block_j = triton.next_power_of_2(max(J, 1))
-    block_n = max(1, min(64, 2048 // block_j))
+    budget = 1024 if device.type == "cuda" else 2048
+    block_n = max(1, min(32 if device.type == "cuda" else 64, budget // block_j))
     return block_n, block_j
 
 
@@ -547,7 +550,7 @@ def procrustes_align_forward(pred: torch.Tensor, target: torch.Tensor, weights, 
         return aligned, R, s, t, V, sig
     sweeps, tiny, qr_eps, _, tol = _CONSTS[pred.dtype]
     w, w_stride, has_w = _weights(weights, pred)
-    block_n, block_j = _blocks(J)
+    block_n, block_j = _blocks(J, pred.device)
     grid = (triton.cdiv(N, block_n),)
     _fwd_kernel[grid](pred, target, w, aligned, R, s, t, V if need_aux else R, sig if need_aux else t,
                       N, J, w_stride, tol * tol,
@@ -570,7 +573,7 @@ def procrustes_align_backward(grad_aligned, grad_R, grad_s, grad_t, pred, target
                            "so it saved no SVD factors")
     grad_eps = _CONSTS[pred.dtype][3]
     w, w_stride, has_w = _weights(weights, pred)
-    block_n, block_j = _blocks(J)
+    block_n, block_j = _blocks(J, pred.device)
     grid = (triton.cdiv(N, block_n),)
     # absent gradients (None) are zeros: a dummy pointer that is never read
     _bwd_kernel[grid](pred if grad_aligned is None else grad_aligned, R if grad_R is None else grad_R,

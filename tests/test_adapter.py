@@ -188,7 +188,7 @@ def test_extend_training_data(tmp_path, target, wild):
     PoseSet(keypoints_2d=ps.keypoints_2d, confidence=ps.confidence, sequence=ps.sequence, frame=ps.frame,
             layout="h36m17").save(path)
     logs = []
-    conv = A.extend_training_data(target, path, "coco17", adapt=False, log=logs.append)
+    conv = A.extend_training_data(target, path, "coco17", adapt=False, target_fraction=0.0, log=logs.append)
     n_extra = len(A.convert_only(ps))
     assert len(conv) == len(target) + n_extra and conv.layout == "h36m17"
     assert len(np.intersect1d(conv.sequence[:len(target)], conv.sequence[len(target):])) == 0
@@ -198,15 +198,23 @@ def test_extend_training_data(tmp_path, target, wild):
     small = dict(steps=5, batch_size=32, width=16, blocks=1, d_width=16, d_blocks=1, eval_samples=100,
                  classifier_steps=5)
     ext, rep = A.extend_training_data(target, ps, seed=1, log=logs.append, cache=cache, return_report=True,
-                                      **small)
+                                      target_fraction=0.0, **small)
     n_complete = int((A.prepare_source(ps).base_conf > 0).all(1).sum())
     assert len(ext) == len(target) + n_complete < len(target) + rep["source_used"]
     assert (ext.confidence[len(target):] > 0).all()  # complete poses only (the default)
     assert {"before", "after", "reference"} <= set(rep)
-    every = A.extend_training_data(target, ps, seed=1, complete_only=False, smooth_sigma=0.0, log=None, **small)
+    every = A.extend_training_data(target, ps, seed=1, complete_only=False, smooth_sigma=0.0, target_fraction=0.0,
+                                   log=None, **small)
     assert len(every) == len(target) + rep["source_used"]
+    # the default mixes target and extra about half and half: the target rows come in whole copies
+    few = target.subset(slice(0, 500))
+    mixed = A.extend_training_data(few, ps, adapt=False, log=None)
+    k = A.target_repeats(len(few), n_extra, 0.5)
+    assert k == -(-n_extra // len(few)) > 1 and len(mixed) == k * len(few) + n_extra
+    np.testing.assert_array_equal(mixed.keypoints_2d[len(few):2 * len(few)], few.keypoints_2d)
+    assert len(np.unique(mixed.sequence)) == k * len(np.unique(few.sequence)) + len(np.unique(ps.sequence))
     assert any("distance to the target" in line for line in logs)
-    again = A.extend_training_data(target, ps, cache=cache, log=None)
+    again = A.extend_training_data(target, ps, cache=cache, target_fraction=0.0, log=None)
     np.testing.assert_array_equal(again.keypoints_2d, ext.keypoints_2d)
     with pytest.raises(A.PoseDataError):
         A.extend_training_data(target, str(tmp_path / "missing.npz"), log=None)
@@ -218,7 +226,7 @@ def test_engine_trains_on_extended_data(tmp_path, target, wild):
     from fastlift.training import TrainConfig
     from fastlift.training.engine import Trainer
     ps, _ = wild
-    ext = A.extend_training_data(target, ps, adapt=False, log=None)
+    ext = A.extend_training_data(target, ps, adapt=False, target_fraction=0.0, log=None)
     data = ext.save(str(tmp_path / "train.npz"))
     val = synthetic.generate(300, seed=0, split="val").save(str(tmp_path / "val.npz"))
     cfg = TrainConfig(preset="tiny", data=data, val=val, test=val, out=str(tmp_path / "run"), steps=3,
@@ -226,6 +234,15 @@ def test_engine_trains_on_extended_data(tmp_path, target, wild):
                       val_every=0, val_samples=128, progress=False, tensorboard=False, max_minutes=0.0, threads=1)
     summary = Trainer(cfg, log=lambda *a, **k: None, install_signal_handlers=False).fit()
     assert summary["steps"] == 3 and np.isfinite(summary["test"]["test"]["p_mpjpe"])
+
+
+def test_target_repeats():
+    assert A.target_repeats(5000, 27000, 0.0) == 1
+    assert A.target_repeats(5000, 27000, 0.5) == 6     # 30000 target rows >= 27000 extra
+    assert A.target_repeats(5000, 1000, 0.5) == 1
+    assert A.target_repeats(1000, 3000, 0.25) == 1
+    with pytest.raises(ValueError):
+        A.target_repeats(1, 1, 1.0)
 
 
 def test_temporal_smooth():

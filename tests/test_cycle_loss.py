@@ -61,6 +61,7 @@ def test_consistency_loss_matches_reference(backend, kind, weights, poisoned):
 @pytest.mark.parametrize("renormalize", [False, True])
 @pytest.mark.parametrize("kind,weights", [("mse", False), ("mse", True), ("l1", True)])
 def test_reprojection_loss_matches_reference_and_the_two_ops(backend, renormalize, kind, weights, poisoned):
+    """Also checks the gradient to Y_rot and x (all four inputs require grad)."""
     device = backend_device(backend)
     for n in sizes(backend):
         x, _, yr, yl, R, w = cycle_inputs(n, device=device, weights=weights, seed=n + 1)
@@ -75,9 +76,9 @@ def test_reprojection_loss_matches_reference_and_the_two_ops(backend, renormaliz
         _rel_close(l3, r3, 2e-5)
         for g, rg in zip(grads, ref_grads):
             _rel_close(g, rg, 2e-5)
-    # the fused op is the composition of the two public ops
+    # the fused op is the composition of the two public ops (3D compared root-relative)
     xb, _ = rotate_project(yl, R, transpose=True, renormalize=renormalize, backend=backend)
-    c2, c3 = cycle_consistency_loss(x, xb, yr, yl, weights=w, kind=kind, backend=backend)
+    c2, c3 = cycle_consistency_loss(x, xb, yr - yr[:, :1], yl - yl[:, :1], weights=w, kind=kind, backend=backend)
     _rel_close(l2, c2, 2e-5)
     _rel_close(l3, c3, 2e-5)
 
@@ -102,8 +103,9 @@ def test_masked_joints_are_excluded_even_when_nan(backend, fused, poisoned):
     # and the value equals the loss with joint 1 removed
     keep = [0, 2, 3, 4]
     x2, xb2, yr2, yl2, w2 = x[:, keep], xb[:, keep], yr[:, keep], yl[:, keep], w[:, keep]
-    if fused:
+    if fused:  # x_back from the rotation; 3D compared root-relative (the root, joint 0, is kept)
         xb2 = rotate_project(yl, R, transpose=True, backend="reference")[0][:, keep]
+        yr2, yl2 = yr2 - yr2[:, :1], yl2 - yl2[:, :1]
     r2, r3 = cycle_consistency_loss_reference(x2, xb2, yr2, yl2, w2)
     torch.testing.assert_close(l2, r2, rtol=2e-5, atol=0)
     torch.testing.assert_close(l3, r3, rtol=2e-5, atol=0)

@@ -17,7 +17,7 @@ CPU = [p for p in KERNEL_BACKENDS if p.id == "cpu"]
 NOT_CUDA = [p for p in KERNEL_BACKENDS if p.id != "cuda"]
 
 # Sizes per backend: the Triton interpreter is slow, keep its batches small.
-SIZES = {"cpu": [1, 2, 17, 31, 1023, 65537], "triton": [1, 17, 97], "cuda": [1, 17, 1023, 65537]}
+SIZES = {"cpu": [1, 2, 17, 31, 1023, 4099], "triton": [1, 17, 97], "cuda": [1, 17, 1023, 65537]}
 
 
 def _flat(out):
@@ -273,8 +273,10 @@ def test_backward_matches_autograd_through_svd(backend, kwargs, poisoned):
             torch.testing.assert_close(a.double().cpu(), b, **tol)
 
 
-@pytest.mark.parametrize("backend", CPU + ["reference"])
-@pytest.mark.parametrize("kwargs", [dict(), dict(allow_reflection=True), dict(scale=False, weights=True)], ids=str)
+@pytest.mark.parametrize(
+    "backend,kwargs",
+    [pytest.param(b.values[0], kw, marks=b.marks, id=f"{b.id}-{kw}") for b in CPU
+     for kw in (dict(), dict(allow_reflection=True), dict(scale=False, weights=True))])
 def test_gradcheck_float64(backend, kwargs):
     p, q = pose_pairs("reflection", 4, j=6, seed=12)
     p, q = (p / 300).requires_grad_(True), (q / 300).requires_grad_(True)

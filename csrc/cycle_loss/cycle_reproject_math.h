@@ -1,7 +1,9 @@
 // Per-pose math of the fused reprojection cycle loss (fastlift/ops/cycle_loss.py,
 // cycle_reprojection_loss): the cycle's steps 5 and 6 without materialising x_back,
 //   x_back = P(R^T Y_relift) (rotate_project_pose_forward, transpose by default),
-//   loss_2d = sum w f(x - x_back) / (2 W),  loss_3d = sum w f(Y_rot - Y_relift) / (3 W).
+//   loss_2d = sum w f(x - x_back) / (2 W),  loss_3d = sum w f(Y_rot~ - Y_relift~) / (3 W),
+// with ~ the root-relative pose (Y - Y_root): the 3D term is compared root-relative (method.md,
+// step 5), so the root joint's coordinates are always read.
 // Written for an element type E (float/double, or the CPU's SIMD vf: one pose per lane).
 // Must compile with nvcc alone (no torch headers).
 #pragma once
@@ -40,23 +42,25 @@ FASTLIFT_HDI void cycle_reproject_pose_forward(const E* __restrict__ x, const E*
     E M[9];
     load_rotation(R, a.transpose, M);
     const E r0 = yl[3 * a.root], r1 = yl[3 * a.root + 1], r2 = yl[3 * a.root + 2];
+    const E t[3] = {yr[3 * a.root], yr[3 * a.root + 1], yr[3 * a.root + 2]};
     const S cm = S(a.c) - S(a.m);
     for (int64_t j = 0; j < J; ++j) {
       const E p0 = yl[3 * j] - r0, p1 = yl[3 * j + 1] - r1, p2 = yl[3 * j + 2] - r2;
       const E u = S(1) / soft_floor(M[6] * p0 + M[7] * p1 + M[8] * p2 + cm, S(a.m));
       const E d0 = x[2 * j] - (M[0] * p0 + M[1] * p1 + M[2] * p2) * u;
       const E d1 = x[2 * j + 1] - (M[3] * p0 + M[4] * p1 + M[5] * p2) * u;
+      const E p[3] = {p0, p1, p2};
       E e3 = zero;
       if (w) {
         const auto keep = w[j] > S(0);
         const E wk = fl_select(keep, w[j], zero);
-        for (int i = 0; i < 3; ++i) e3 = e3 + cyc_f<E, S>(fl_select(keep, yr[3 * j + i] - yl[3 * j + i], zero), a.l1);
+        for (int i = 0; i < 3; ++i) e3 = e3 + cyc_f<E, S>(fl_select(keep, (yr[3 * j + i] - t[i]) - p[i], zero), a.l1);
         const E e2 = cyc_f<E, S>(fl_select(keep, d0, zero), a.l1) + cyc_f<E, S>(fl_select(keep, d1, zero), a.l1);
         acc[0] = acc[0] + wk * e2;
         acc[1] = acc[1] + wk * e3;
         acc[2] = acc[2] + wk;
       } else {
-        for (int i = 0; i < 3; ++i) e3 = e3 + cyc_f<E, S>(yr[3 * j + i] - yl[3 * j + i], a.l1);
+        for (int i = 0; i < 3; ++i) e3 = e3 + cyc_f<E, S>((yr[3 * j + i] - t[i]) - p[i], a.l1);
         acc[0] = acc[0] + (cyc_f<E, S>(d0, a.l1) + cyc_f<E, S>(d1, a.l1));
         acc[1] = acc[1] + e3;
         acc[2] = acc[2] + S(1);
@@ -66,16 +70,19 @@ FASTLIFT_HDI void cycle_reproject_pose_forward(const E* __restrict__ x, const E*
   }
   rotate_project_pose_forward<E, S>(yl, R, xb, static_cast<E*>(nullptr), J, a.root, a.transpose, S(a.c),
                                     S(a.m), a.renorm, a.head, S(a.eps));
+  E dr[3];  // Y_rot_root - Y_relift_root: the 3D difference of joint j is (yr_j - yl_j) - dr
+  for (int i = 0; i < 3; ++i) dr[i] = yr[3 * a.root + i] - yl[3 * a.root + i];
   for (int64_t j = 0; j < J; ++j) {
     E e2 = zero, e3 = zero, wk = zero + S(1);
     if (w) {
       const auto keep = w[j] > S(0);
       wk = fl_select(keep, w[j], zero);
       for (int i = 0; i < 2; ++i) e2 = e2 + cyc_f<E, S>(fl_select(keep, x[2 * j + i] - xb[2 * j + i], zero), a.l1);
-      for (int i = 0; i < 3; ++i) e3 = e3 + cyc_f<E, S>(fl_select(keep, yr[3 * j + i] - yl[3 * j + i], zero), a.l1);
+      for (int i = 0; i < 3; ++i)
+        e3 = e3 + cyc_f<E, S>(fl_select(keep, (yr[3 * j + i] - yl[3 * j + i]) - dr[i], zero), a.l1);
     } else {
       for (int i = 0; i < 2; ++i) e2 = e2 + cyc_f<E, S>(x[2 * j + i] - xb[2 * j + i], a.l1);
-      for (int i = 0; i < 3; ++i) e3 = e3 + cyc_f<E, S>(yr[3 * j + i] - yl[3 * j + i], a.l1);
+      for (int i = 0; i < 3; ++i) e3 = e3 + cyc_f<E, S>((yr[3 * j + i] - yl[3 * j + i]) - dr[i], a.l1);
     }
     acc[0] = acc[0] + wk * e2;
     acc[1] = acc[1] + wk * e3;
@@ -85,7 +92,8 @@ FASTLIFT_HDI void cycle_reproject_pose_forward(const E* __restrict__ x, const E*
 
 // Gradients of g2 loss_2d + g3 loss_3d given k2 = g2 / (2 W), k3 = g3 / (3 W): gyl (J x 3), gR
 // (3 x 3), and, where not nullptr, gyr = -dL/dY_relift's 3D part and gx = -dL/dx_back.
-// xb, g2buf: 2 J scratch each.
+// xb, g2buf: 2 J scratch each. The soft floor is recomputed from Y_relift and R (the step is bound
+// by memory traffic, not by this arithmetic: saving it from the forward measured no faster).
 template <typename E, typename S, typename JT>
 FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E* __restrict__ yl,
                                                 const E* __restrict__ R, const E* __restrict__ yr,
@@ -99,8 +107,10 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
     load_rotation(R, a.transpose, M);
     for (int i = 0; i < 9; ++i) G[i] = zero;
     const E r0 = yl[3 * a.root], r1 = yl[3 * a.root + 1], r2 = yl[3 * a.root + 2];
+    const E t[3] = {yr[3 * a.root], yr[3 * a.root + 1], yr[3 * a.root + 2]};
     const S cm = S(a.c) - S(a.m);
     E s0 = zero, s1 = zero, s2 = zero;
+    E h[3] = {zero, zero, zero};  // sum over joints of the 3D term's gradient (flows to the roots)
     for (int64_t j = 0; j < J; ++j) {
       const E p0 = yl[3 * j] - r0, p1 = yl[3 * j + 1] - r1, p2 = yl[3 * j + 2] - r2;
       const E q0 = M[0] * p0 + M[1] * p1 + M[2] * p2;
@@ -134,16 +144,19 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
       G[6] = G[6] + gq2 * p0;
       G[7] = G[7] + gq2 * p1;
       G[8] = G[8] + gq2 * p2;
-      const E gp[3] = {gp0, gp1, gp2};
+      const E gp[3] = {gp0, gp1, gp2}, p[3] = {p0, p1, p2};
       for (int i = 0; i < 3; ++i) {
-        const E g = fl_select(keep, a3 * cyc_df<E, S>(yl[3 * j + i] - yr[3 * j + i], a.l1), zero);
+        const E g = fl_select(keep, a3 * cyc_df<E, S>(p[i] - (yr[3 * j + i] - t[i]), a.l1), zero);
         gyl[3 * j + i] = gp[i] + g;
+        h[i] = h[i] + g;
         if (gyr) gyr[3 * j + i] = -g;
       }
     }
-    gyl[3 * a.root] = gyl[3 * a.root] - s0;
-    gyl[3 * a.root + 1] = gyl[3 * a.root + 1] - s1;
-    gyl[3 * a.root + 2] = gyl[3 * a.root + 2] - s2;
+    gyl[3 * a.root] = gyl[3 * a.root] - (s0 + h[0]);
+    gyl[3 * a.root + 1] = gyl[3 * a.root + 1] - (s1 + h[1]);
+    gyl[3 * a.root + 2] = gyl[3 * a.root + 2] - (s2 + h[2]);
+    if (gyr)
+      for (int i = 0; i < 3; ++i) gyr[3 * a.root + i] = gyr[3 * a.root + i] + h[i];
     for (int i = 0; i < 3; ++i)
       for (int k = 0; k < 3; ++k) gR[3 * i + k] = a.transpose ? G[3 * k + i] : G[3 * i + k];
     return;
@@ -161,13 +174,23 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
   }
   rotate_project_pose_backward<E, S>(g2buf, static_cast<const E*>(nullptr), yl, R, gyl, gR, J, a.root,
                                      a.transpose, S(a.c), S(a.m), a.renorm, a.head, S(a.eps));
+  E dr[3], h[3];  // dr = Y_relift_root - Y_rot_root; h = sum of the 3D term's gradient (to the roots)
+  for (int i = 0; i < 3; ++i) {
+    dr[i] = yl[3 * a.root + i] - yr[3 * a.root + i];
+    h[i] = zero;
+  }
   for (int64_t j = 0; j < J; ++j) {
     const E a3 = w ? fl_select(w[j] > S(0), w[j] * k3, zero) : zero + k3;
     for (int i = 0; i < 3; ++i) {
-      const E g = fl_select(a3 != S(0), a3 * cyc_df<E, S>(yl[3 * j + i] - yr[3 * j + i], a.l1), zero);
+      const E g = fl_select(a3 != S(0), a3 * cyc_df<E, S>((yl[3 * j + i] - yr[3 * j + i]) - dr[i], a.l1), zero);
       gyl[3 * j + i] = gyl[3 * j + i] + g;
+      h[i] = h[i] + g;
       if (gyr) gyr[3 * j + i] = -g;
     }
+  }
+  for (int i = 0; i < 3; ++i) {
+    gyl[3 * a.root + i] = gyl[3 * a.root + i] - h[i];
+    if (gyr) gyr[3 * a.root + i] = gyr[3 * a.root + i] + h[i];
   }
 }
 

@@ -25,8 +25,8 @@
 // points equal, zero target, all weights zero) is a single point. M is then taken as zero, which
 // gives R = I (and U = V = I, sig = 0); a degenerate prediction also gets s = 0 (with scale), so the
 // aligned points collapse onto the target centroid. Rank-1 M (collinear points) leaves the roll
-// about the line free: R is then whichever rotation the SVD returns, and the aligned points do not
-// depend on it.
+// about the line free: R is then whichever rotation the SVD returns; every roll fits equally well
+// (and a collinear prediction's aligned points do not depend on it).
 //
 // The math is written once over a lane type V: a scalar (float/double: one pose per CUDA thread,
 // or the scalar CPU loops) or the CPU's SIMD pack (one pose per SIMD lane, procrustes_simd.h).
@@ -37,14 +37,12 @@
 
 #include "common.h"
 
-#if defined(__CUDACC__)
-#define FASTLIFT_PROC_HD __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-// Forced inlining lets the CPU kernel's per-ISA clones (target_clones) compile all of this code
-// for their own instruction set.
-#define FASTLIFT_PROC_HD inline __attribute__((always_inline))
+// FASTLIFT_HD (common.h), with inlining forced on the host: the CPU kernel compiles its block loop
+// once per instruction set (target attributes), and only inlined code is compiled for it.
+#if defined(__GNUC__) && !defined(__CUDACC__)
+#define FASTLIFT_PROC_HD FASTLIFT_HD __attribute__((always_inline))
 #else
-#define FASTLIFT_PROC_HD inline
+#define FASTLIFT_PROC_HD FASTLIFT_HD
 #endif
 
 namespace fastlift {

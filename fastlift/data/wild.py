@@ -215,8 +215,9 @@ def synthetic_wild(n_poses: int, seed: int = 0, *, layout: str = "coco17", split
     src = f"synthetic_wild(seed={seed}, split={split})"
     if return_truth and truth_body == "target":
         t = out[1]
-        out = (out[0], PoseSet(keypoints_2d=_project(np.asarray(base.keypoints_3d), t.camera), keypoints_3d=base.keypoints_3d,
-                               sequence=t.sequence, frame=t.frame, subject=t.subject, action=t.action, camera=t.camera,
+        k3 = np.asarray(base.keypoints_3d)
+        out = (out[0], PoseSet(keypoints_2d=_project(k3, t.camera), keypoints_3d=k3, sequence=t.sequence,
+                               frame=t.frame, subject=t.subject, action=t.action, camera=t.camera,
                                layout=H36M17.name))
     if return_truth:
         out[0].source, out[1].source = src, src + " truth"

@@ -15,6 +15,11 @@ Non-finite values: a NaN or inf in an *included* joint makes the sum non-finite;
 ``check_finite=True`` (default) the op raises a ``RuntimeError`` naming the loss (so NaN never
 leaks silently into training). The check reads the two finished scalars, not the data (free on the
 CPU; one device sync on CUDA); pass ``check_finite=False`` to skip it and get the non-finite value.
+
+:func:`cycle_reprojection_loss` fuses steps 5 and 6 completely: it rotates ``Y_relift`` back,
+projects it and computes both losses (3D root-relative) without ever storing ``x_back``: one pass
+forward, one pass backward, about half the memory traffic of ``rotate_project`` followed by
+:func:`cycle_consistency_loss`.
 """
 from __future__ import annotations
 
@@ -224,7 +229,8 @@ def cycle_reprojection_loss_reference(x: torch.Tensor, Y_relift: torch.Tensor, R
                                       eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Pure-torch composition (the oracle); same contract as :func:`cycle_reprojection_loss`."""
     x_back, _ = rotate_project_reference(Y_relift, R, c, root, transpose, min_depth, renormalize, head, eps)
-    return cycle_consistency_loss_reference(x, x_back, Y_rot, Y_relift, weights, kind)
+    rel = lambda Y: Y - Y[:, root : root + 1]  # noqa: E731  (3D compared root-relative)
+    return cycle_consistency_loss_reference(x, x_back, rel(Y_rot), rel(Y_relift), weights, kind)
 
 
 def _reproject_launch(x, y_relift, R, y_rot, weights, l1, args, backend):
@@ -234,7 +240,9 @@ def _reproject_launch(x, y_relift, R, y_rot, weights, l1, args, backend):
         from fastlift.kernels.cycle_loss import cycle_reproject_loss_forward
         return cycle_reproject_loss_forward(x, y_relift, R, y_rot, weights, l1, *args)
     x_back, _ = rotate_project_reference(y_relift, R, *args)
-    return _launch_forward(x, x_back, y_rot, y_relift, weights, l1, "reference")
+    root = args[1]
+    rel = lambda Y: Y - Y[:, root : root + 1]  # noqa: E731
+    return _launch_forward(x, x_back, rel(y_rot), rel(y_relift), weights, l1, "reference")
 
 
 @torch.library.custom_op("fastlift::cycle_reprojection_loss", mutates_args=())
@@ -319,17 +327,21 @@ def cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R: torch.Te
     Equal (to rounding) to::
 
         x_back, _ = rotate_project(Y_relift, R, c, root, transpose, min_depth, renormalize, head, eps)
-        loss_2d, loss_3d = cycle_consistency_loss(x, x_back, Y_rot, Y_relift, weights, kind)
+        rel = lambda Y: Y - Y[:, root:root + 1]           # 3D compared root-relative (step 5)
+        loss_2d, loss_3d = cycle_consistency_loss(x, x_back, rel(Y_rot), rel(Y_relift), weights, kind)
 
     but ``x_back`` is never stored: the forward is one pass over (x, Y_relift, R, Y_rot, weights)
     and the backward one pass writing the gradients, about half the memory traffic of the two ops.
 
     Args:
         x: (N, J, 2) the real normalised 2D poses (the lifter's input).
-        Y_relift: (N, J, 3) the re-lifted poses ``Y'`` (step 4), lift units, in the rotated view.
+        Y_relift: (N, J, 3) the re-lifted poses ``Y'`` (step 4), lift units, in the rotated view (as
+            :func:`fastlift.ops.lift_to_3d` makes them: need not be root-relative).
         R: (N, 3, 3) the rotations of step 2; ``transpose=True`` (default) applies ``R^T``, rotating
             back into the original view (step 6).
-        Y_rot: (N, J, 3) the rotated poses ``R Y`` of step 2 (root-relative), the 3D target.
+        Y_rot: (N, J, 3) the rotated poses ``R Y`` of step 2, the 3D target. Both 3D poses are
+            compared root-relative, so the root joint's coordinates are always read (give the
+            root a finite value even where its weight is 0).
         weights: optional (N, J) confidences, as in :func:`cycle_consistency_loss`.
         kind: ``"mse"`` or ``"l1"``.
         c, root, transpose, min_depth, renormalize, head, eps: as in

@@ -18,8 +18,8 @@ Closed form (Umeyama 1991): with ``a_j = w_j / sum(w)``, centroids ``mu_p``, ``m
 reflections are allowed and ``det M < 0``), ``s = tr(diag(1, 1, d) diag(sig)) / sum a_j |pc_j|^2``,
 ``t = mu_q - s R mu_p``.
 
-Kernels: C++ (one pose per SIMD lane for the 3x3 part), Triton and CUDA (one pose per lane /
-thread), all computing the 3x3 SVD branch-free with quaternion Jacobi rotations and a Givens QR
+Kernels: C++ (one pose per SIMD lane; AVX-512, AVX2 or SSE2 code chosen at run time), Triton
+and CUDA (one pose per lane / thread), all in one pass over each pose, computing the 3x3 SVD branch-free with quaternion Jacobi rotations and a Givens QR
 (``csrc/procrustes/procrustes_math.h``), and a hand-written backward (no autograd through an SVD:
 the rotation's derivative goes through ``1 / (sig_k + sig_l)``, clamped below at ``1e-6 sig_1``
 in float32, ``1e-9 sig_1`` in float64, so gradients stay finite when the rotation is not unique).
@@ -33,7 +33,8 @@ Degenerate inputs never give NaN:
   are the target centroid (``s = 1`` without scale: a pure translation). Gradients through ``R``
   and ``s`` are zero there.
 * collinear points (rank-1 covariance): the roll about the line is not determined; ``R`` is the
-  one the SVD returns and the aligned points do not depend on it.
+  one the SVD returns. Every roll fits equally well, and for a collinear prediction the aligned
+  points do not depend on it.
 * coplanar sets and reflected copies are regular: ``R`` is unique as long as ``sig_2 + sig_3 > 0``.
 """
 from __future__ import annotations

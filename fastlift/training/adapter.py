@@ -16,18 +16,20 @@ sees the source confidences) works on normalised poses::
 
 so an untrained adapter *is* the plain conversion. Training (:func:`train_adapter`) alternates
 
-* D (a :class:`~fastlift.models.PoseDiscriminator`): real = normalised target poses, fake = A(x);
+* D: real = normalised target poses, fake = A(x), both with instance noise; by default D sees
+  content-light features (:class:`LocalPoseFeatures`: torso/head geometry and bone lengths, no
+  limb directions) so that it judges how a skeleton is drawn, not what the few target people do;
 * A: ``w_adv * L_adv(D(A(x)))`` + ``w_shared * sum_j conf_j |y_j - x_j|^2 / sum_j conf_j`` over the
   joints both layouts share (the shared-joint regulariser, weighted by the detector's confidence:
-  a missing joint (conf 0) is free and gets imputed, a doubtful one is held loosely) +
-  ``w_synth`` times the same pull towards the conversion ``b`` for the joints the converter
-  synthesised (pelvis, spine, thorax, neck, head top). Distances are measured in head-root units
-  (coordinates times c).
+  a missing joint (conf 0) is free, a doubtful one is held loosely) + ``w_synth`` times the same
+  pull towards the conversion ``b`` for the joints the converter synthesised (pelvis, spine,
+  thorax, neck, head top). Distances are in head-root units (coordinates times c).
 
 :func:`adapt_poses` applies a trained adapter to a whole PoseSet (back in the source's pixel
-frame, h36m17), :func:`extend_training_data` does load + train + adapt + concatenate for the CLI,
-and :func:`mmd2` / :func:`domain_classifier_accuracy` measure how far two 2D pose distributions
-are apart (before and after adaptation).
+frame, h36m17); :func:`extend_training_data` is the CLI's hook: load, :func:`temporal_smooth`,
+train, adapt, keep complete poses, mix with the target (:func:`concat_training_data`).
+:func:`mmd2` / :func:`domain_classifier_accuracy` measure how far two 2D pose distributions are
+apart (before and after adaptation).
 
 Sequential, not joint: the adapter is trained first, frozen, and the lifter then trains on target
 plus adapted poses with the unchanged engine. The two games (A against a target-pose D; the lifter
@@ -39,7 +41,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -51,9 +53,10 @@ from fastlift.models import DomainAdapter, PoseDiscriminator
 from fastlift.models.mlp import ResidualMLP
 from fastlift.training import losses as L
 
-__all__ = ["AdapterConfig", "SourceAdapter", "LocalPoseFeatures", "SourceData", "prepare_source", "prepare_target", "train_adapter",
-           "adapt_arrays", "adapt_poses", "convert_only", "extend_training_data", "concat_training_data", "load_extra", "mmd2", "mmd_bandwidths",
-           "domain_classifier_accuracy", "distribution_report", "base_map", "temporal_smooth"]
+__all__ = ["AdapterConfig", "SourceAdapter", "LocalPoseFeatures", "SourceData", "prepare_source", "prepare_target",
+           "train_adapter", "adapt_arrays", "adapt_poses", "convert_only", "extend_training_data",
+           "concat_training_data", "target_repeats", "load_extra", "temporal_smooth", "mmd2", "mmd_bandwidths",
+           "domain_classifier_accuracy", "distribution_report", "base_map"]
 
 TARGET_LAYOUT = H36M17
 
@@ -131,7 +134,7 @@ class SourceAdapter(DomainAdapter):
     re-normalisation (B, 17, 2); :meth:`normalized` re-normalises.
     """
 
-    def __init__(self, source_layout: str | Layout = "coco17", width: int = 256, blocks: int = 2,
+    def __init__(self, source_layout: str | Layout = "coco17", width: int = 128, blocks: int = 2,
                  out_init_scale: float = 0.01, c: float = 10.0):
         src = get_layout(source_layout)
         M = base_map(src, TARGET_LAYOUT)
@@ -631,11 +634,23 @@ def _harmonise(a: PoseSet, b: PoseSet) -> tuple[PoseSet, PoseSet]:
     return a, b
 
 
-def concat_training_data(target: PoseSet, extra: PoseSet) -> PoseSet:
+def target_repeats(n_target: int, n_extra: int, target_fraction: float) -> int:
+    """How many copies of the target make it at least ``target_fraction`` of target + extra (>= 1)."""
+    if not 0 <= target_fraction < 1:
+        raise ValueError(f"target_fraction must be in [0, 1), got {target_fraction}")
+    if target_fraction == 0 or n_target == 0:
+        return 1
+    return max(1, math.ceil(target_fraction * n_extra / ((1 - target_fraction) * n_target) - 1e-9))
+
+
+def concat_training_data(target: PoseSet, extra: PoseSet, target_fraction: float = 0.0) -> PoseSet:
     """``target`` then ``extra`` (both h36m17) in one PoseSet: sequence ids renumbered to stay
-    distinct, 3D and camera kept only when both have them, subject / action filled in."""
+    distinct, 3D and camera kept only when both have them, subject / action filled in. With
+    ``target_fraction`` > 0 the target rows are repeated (whole copies, each its own sequences) until
+    they are at least that fraction of the poses: the loader then draws target poses that often."""
     a, b = _harmonise(target, extra)
-    out = PoseSet.concatenate([a, b], renumber_sequences=True)
+    k = target_repeats(len(a), len(b), target_fraction)
+    out = PoseSet.concatenate([a] * k + [b], renumber_sequences=True)
     out.source = target.source
     return out
 
@@ -666,7 +681,7 @@ def load_extra(extra, extra_layout: str | None = None) -> PoseSet:
 
 def extend_training_data(target: PoseSet, extra, extra_layout: str | None = None, seed: int = 0, *,
                          adapt: bool = True, smooth_sigma: float = 1.5, complete_only: bool = True,
-                         config: AdapterConfig | None = None,
+                         target_fraction: float = 0.5, config: AdapterConfig | None = None,
                          log=print, cache: str | None = None, return_report: bool = False, **overrides):
     """Target poses plus the extra 2D poses, adapted: what ``--extra-2d`` trains the lifter on.
 
@@ -681,6 +696,8 @@ def extend_training_data(target: PoseSet, extra, extra_layout: str | None = None
         smooth_sigma: temporal smoothing of the extra poses before adapting (frames; see
             :func:`temporal_smooth`; 0: off; no effect on single images).
         complete_only: keep only adapted poses with every joint present (see :func:`adapt_poses`).
+        target_fraction: the target poses are repeated until they make at least this fraction of
+            the result (0: each pose once; see :func:`concat_training_data`).
         config, overrides: :class:`AdapterConfig` and field overrides (``steps=...``).
         log: progress lines; the adapter's before/after distribution distances are logged.
         cache: optional ``.npz`` path: if it exists the adapted poses are read from it instead of
@@ -712,7 +729,8 @@ def extend_training_data(target: PoseSet, extra, extra_layout: str | None = None
                 f"(not adapted)")
         if cache:
             extra_ps.save(cache)
-    out = concat_training_data(target, extra_ps)
-    log(f"training data: {len(target)} target + {len(extra_ps)} {'adapted' if adapt else 'converted'} extra poses "
-        f"= {len(out)}")
+    out = concat_training_data(target, extra_ps, target_fraction)
+    k = target_repeats(len(target), len(extra_ps), target_fraction)
+    log(f"training data: {len(target)} target" + (f" x {k}" if k > 1 else "") +
+        f" + {len(extra_ps)} {'adapted' if adapt else 'converted'} extra poses = {len(out)}")
     return (out, report) if return_report else out

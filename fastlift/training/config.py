@@ -49,11 +49,11 @@ class TrainConfig:
     layout: str = _f("h36m17", "skeleton layout the lifter works in")
     seed: int = _f(0, "seed of initialisation, data order, dropout and rotations")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N")
-    threads: int = _f(0, "torch CPU threads (0: torch's default)")
-    steps: int = _f(4000, "number of optimisation steps (generator updates)")
+    threads: int = _f(1, "torch CPU threads (0: torch's default, all cores). 1 by default: on a shared 2-core machine two OpenMP threads ran 4-9x slower than one")
+    steps: int = _f(2000, "number of optimisation steps (lifter updates)")
     max_minutes: float = _f(8.5, "wall-clock budget of the training loop in minutes (0: none); the run stops cleanly, checkpoints and tests")
     batch_size: int = _f(256, "poses per step per process")
-    val_every: int = _f(500, "validate every K steps (0: once per epoch)")
+    val_every: int = _f(250, "validate every K steps (0: once per epoch)")
     val_samples: int = _f(4096, "validation poses used during training (0: all); the final test uses all")
     log_every: int = _f(50, "steps between metric rows in metrics.csv / TensorBoard")
     ckpt_every: int = _f(1000, "steps between checkpoints (0: only at the end)")
@@ -65,7 +65,7 @@ class TrainConfig:
     min_poses: int = _f(64, "refuse training data with fewer valid poses than this")
 
     # ---------------------------------------------------------------- lifter
-    width: int = _f(1024, "lifter hidden width (paper 1024)")
+    width: int = _f(256, "lifter hidden width (paper 1024)")
     blocks: int = _f(2, "lifter residual blocks (paper 4)")
     batch_norm: bool = _f(True, "lifter BatchNorm")
     dropout: float = _f(0.0, "lifter dropout (paper 0.5; 0 trains better unsupervised)")
@@ -101,13 +101,13 @@ class TrainConfig:
     gan_loss: str = _f("bce", "GAN loss", ("bce", "lsgan", "wgan-gp"))
     gp_weight: float = _f(10.0, "gradient-penalty weight (wgan-gp)")
     label_smoothing: float = _f(0.0, "one-sided label smoothing of D's real targets (bce, lsgan)")
-    d_steps: int = _f(1, "discriminator updates per generator step")
+    d_steps: int = _f(2, "discriminator updates per generator step")
     d_bend_negatives: float = _f(0.0, "weight of real poses with one knee or elbow bent the other way in 2D (the end joint reflected across the upper limb) as extra fakes for D (0: off)")
     d_warmup: int = _f(0, "first steps in which only the discriminators train (the lifter waits): D learns chirality and joint-bend cues before the lifter commits to depth signs")
     d_acc_cap: float = _f(1.0, "skip D's update while its batch accuracy exceeds this (1: never)")
 
     # ---------------------------------------------------------------- discriminators
-    d_width: int = _f(256, "2D discriminator width (paper 1024)")
+    d_width: int = _f(512, "2D discriminator width (paper 1024)")
     d_blocks: int = _f(3, "2D discriminator residual blocks (ref 3)")
     d_batch_norm: bool = _f(False, "2D discriminator BatchNorm (ref: none)")
     d_dropout: float = _f(0.0, "2D discriminator dropout")
@@ -122,7 +122,7 @@ class TrainConfig:
 
     # ---------------------------------------------------------------- optimisation
     lr: float = _f(2e-4, "lifter learning rate")
-    d_lr_ratio: float = _f(0.25, "discriminator learning rate / lifter learning rate")
+    d_lr_ratio: float = _f(1.0, "discriminator learning rate / lifter learning rate (method.md's pitfalls: 0.25 with a weaker recipe)")
     beta1: float = _f(0.5, "Adam beta1")
     beta2: float = _f(0.9, "Adam beta2")
     weight_decay: float = _f(0.0, "AdamW weight decay (lifter and discriminators)")
@@ -135,7 +135,8 @@ class TrainConfig:
     supervised_standardize: bool = _f(True, "supervised mode: z-score the depth targets (fast training)")
 
     # ---------------------------------------------------------------- speed
-    amp: str = _f("none", "autocast of the MLPs: none, bf16 or fp16 (geometry stays fp32)", ("none", "bf16", "fp16"))
+    amp: str = _f("auto", "autocast of the networks: auto (bf16 where the hardware has fast bf16 matmuls, else none), none, bf16 or fp16; the geometry stays fp32",
+                  ("auto", "none", "bf16", "fp16"))
     compile: bool = _f(False, "torch.compile the networks")
     ops_backend: str = _f("auto", "backend of the fused geometry ops: auto, cpu, cuda, triton, reference (pure torch)",
                           ("auto", "cpu", "cuda", "triton", "reference"))
@@ -207,13 +208,15 @@ PRESETS: dict[str, dict] = {
     # The paper's sizes and loss weights, with the stabilisers of method.md's pitfalls kept.
     "paper": dict(width=1024, blocks=4, dropout=0.5, batch_norm=True, w_adv=1.0, w_2d=10.0, w_3d=0.001,
                   w_temporal=1.0, d_width=1024, d_blocks=3, t_width=1024, t_blocks=3, d_kinematic=False,
-                  d_flip_negatives=0.0, flip_augment=False, w_bone_sym=0.0, w_bone_temporal=0.0, batch_size=1024, steps=20000, max_minutes=0.0),
+                  d_flip_negatives=0.0, flip_augment=False, d_steps=1, d_lr_ratio=0.25, ema=0.0, w_bone_sym=0.0,
+                  w_bone_temporal=0.0, batch_size=1024, steps=20000, max_minutes=0.0),
     # The recipe taken literally (diverges early, see method.md): default init, hard floors,
     # equal learning rates, Adam's default betas, no input standardisation.
     "paper-literal": dict(width=1024, blocks=4, dropout=0.5, batch_norm=True, w_adv=1.0, w_2d=10.0, w_3d=0.001,
                           w_temporal=1.0, d_width=1024, d_blocks=3, t_width=1024, t_blocks=3, d_kinematic=False,
-                          d_flip_negatives=0.0, flip_augment=False, out_init_scale=1.0, depth_floor="hard", projection_floor="hard", standardize_inputs=False,
-                          d_lr_ratio=1.0, beta1=0.9, beta2=0.999, lr=1e-4, lr_schedule="constant",
+                          d_flip_negatives=0.0, flip_augment=False, d_steps=1, ema=0.0, out_init_scale=1.0,
+                          depth_floor="hard", projection_floor="hard", standardize_inputs=False,
+                          d_lr_ratio=1.0, beta1=0.9, beta2=0.999, lr=1e-4, lr_schedule="constant", amp="none",
                           w_bone_sym=0.0, w_bone_temporal=0.0, use_confidence=False, batch_size=1024,
                           steps=20000, max_minutes=0.0),
     # Tiny networks and few steps, for tests and smoke runs.

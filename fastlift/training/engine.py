@@ -190,8 +190,12 @@ class Trainer:
         self.scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(cfg))
                        for k, o in (("g", self.opt_g), ("d", self.opt_d), ("t", self.opt_t))}
         self._active_scheds = ["g"] + (["d"] if self.use_d else []) + (["t"] if self.use_d and self.temporal else [])
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-        fp16 = cfg.amp == "fp16"
+        amp = self._resolve_amp(cfg.amp)
+        self.amp = amp
+        self.log(f"device {self.device}, {torch.get_num_threads()} thread(s), amp {amp}"
+                 + (" (auto)" if cfg.amp == "auto" else "") + f", ops backend {cfg.ops_backend}")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        fp16 = amp == "fp16"
         self.scalers = {k: torch.amp.GradScaler(self.device.type, enabled=fp16) for k in ("g", "d", "t")}
 
         # ---- bookkeeping
@@ -239,6 +243,18 @@ class Trainer:
                 raise ConfigError(f"config: device {d!r} requested but CUDA is not available")
             torch.cuda.set_device(dev)
         return dev
+
+    def _resolve_amp(self, amp: str) -> str:
+        """``auto``: bf16 on CUDA GPUs that support it and on CPUs with native bf16 matmuls
+        (oneDNN's check: AVX512-BF16 / AMX), else none (emulated bf16 would be slower)."""
+        if amp != "auto":
+            return amp
+        if self.device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "none"
+        try:
+            return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "none"
+        except (AttributeError, RuntimeError):
+            return "none"
 
     def _fused_adam_ok(self) -> bool:
         """The fused AdamW kernel (one pass over the parameters) when this torch has it for the device."""
@@ -730,7 +746,7 @@ class Trainer:
         if tb is not None:
             tb.close()
         self._restore_signals()
-        summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1), "stopped_by": reason,
+        summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1), "stopped_by": reason, "amp": self.amp,
                    "interrupted": reason.startswith("signal"), "out": self.out,
                    "last_val": {k: v for k, v in self.last_val.items() if not k.startswith("_")}, "best": self.best}
         if reason in ("steps", "time") and self.rank == 0:
