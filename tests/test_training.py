@@ -127,12 +127,19 @@ def test_supervised_targets_recover_perspective_depth():
 
 # ------------------------------------------------------------------------------------ engine
 def test_tiny_unsupervised_run_writes_everything(files, tmp_path):
-    cfg = cfg_for(files, tmp_path, steps=12, val_every=6, ckpt_every=6, log_every=3)
+    pytest.importorskip("matplotlib")
+    cfg = cfg_for(files, tmp_path, steps=12, val_every=6, ckpt_every=6, log_every=3, plots=True)
     s = Trainer(cfg, log=lambda *a: None).fit()
     out = cfg.out
     assert s["steps"] == 12 and s["stopped_by"] == "steps"
-    for f in ("config.toml", "config.json", "metrics.csv", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for f in ("config.toml", "config.json", "metrics.csv", "summary.json", "checkpoints/last.pt", "checkpoints/best.pt",
+              "curves.png", "val_samples.png"):
         assert os.path.isfile(os.path.join(out, f)), f
+    for f in ("curves.png", "val_samples.png"):
+        with open(os.path.join(out, f), "rb") as fh:
+            data = fh.read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f
+    assert sorted(os.path.basename(p) for p in s["plots"]) == ["curves.png", "val_samples.png"]
     assert resolve_config(load_config_file(os.path.join(out, "config.toml"))) == cfg
     rows = open(os.path.join(out, "metrics.csv")).read().splitlines()
     header = rows[0].split(",")
@@ -141,6 +148,20 @@ def test_tiny_unsupervised_run_writes_everything(files, tmp_path):
     t = s["test"]["test"]
     for k in ("p_mpjpe", "n_mpjpe", "mpjpe_scaled", "p_mpjpe_flip", "p_mpjpe_flat"):
         assert math.isfinite(t[k]) and t[k] > 0
+
+
+def test_plots_are_skipped_with_a_message_without_matplotlib(files, tmp_path, monkeypatch):
+    from fastlift.evaluation import render
+
+    def no_matplotlib():
+        raise ImportError("matplotlib is not installed")
+    monkeypatch.setattr(render, "_plt", no_matplotlib)
+    lines = []
+    cfg = cfg_for(files, tmp_path, steps=4, val_every=2, plots=True)
+    s = Trainer(cfg, log=lines.append).fit()
+    assert s["plots"] == [] and s["test"]["test"]["p_mpjpe"] > 0
+    assert any("plots skipped" in str(m) and "viz" in str(m) for m in lines)
+    assert not os.path.exists(os.path.join(cfg.out, "curves.png"))
 
 
 @pytest.mark.parametrize("kw", [

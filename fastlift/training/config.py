@@ -60,6 +60,7 @@ class TrainConfig:
     ckpt_minutes: float = _f(2.0, "also checkpoint when this many minutes passed since the last one (0: off)")
     progress: bool = _f(True, "tqdm progress bar")
     tensorboard: bool = _f(True, "write TensorBoard events when tensorboard is installed")
+    plots: bool = _f(True, "draw curves.png and val_samples.png into the run directory at the end (needs matplotlib)")
     resume: typing.Optional[str] = _f(None, "checkpoint (or run directory) to continue exactly")
     init: typing.Optional[str] = _f(None, "checkpoint whose model weights initialise this run (no optimizer state)")
     min_poses: int = _f(64, "refuse training data with fewer valid poses than this")
@@ -221,7 +222,8 @@ PRESETS: dict[str, dict] = {
                           steps=20000, max_minutes=0.0),
     # Tiny networks and few steps, for tests and smoke runs.
     "tiny": dict(width=32, blocks=1, d_width=32, d_blocks=1, t_width=32, t_blocks=1, batch_size=64, steps=20,
-                 val_every=10, val_samples=256, log_every=5, ckpt_every=10, max_minutes=0.0, progress=False),
+                 val_every=10, val_samples=256, log_every=5, ckpt_every=10, max_minutes=0.0, progress=False,
+                 plots=False),
 }
 
 

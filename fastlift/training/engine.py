@@ -751,12 +751,43 @@ class Trainer:
                    "last_val": {k: v for k, v in self.last_val.items() if not k.startswith("_")}, "best": self.best}
         if reason in ("steps", "time") and self.rank == 0:
             summary["test"] = self.test()
+        if self.rank == 0 and cfg.plots:
+            summary["plots"] = self.plots(csv_path)
         if self.rank == 0:
             with open(os.path.join(self.out, "summary.json"), "w") as f:
                 json.dump(summary, f, indent=1)
         if self.distributed:
             dist.barrier()
         return summary
+
+    def plots(self, csv_path: str) -> list[str]:
+        """Draw ``curves.png`` (every column of metrics.csv against the step) and, with a
+        3D-labelled validation set in the h36m17 layout, ``val_samples.png`` (six validation lifts,
+        Procrustes-aligned over the ground truth) into the run directory. Pictures are a courtesy:
+        without matplotlib (the ``viz`` extra) or on a drawing error the run is still complete, and
+        the reason is logged. Returns the paths written."""
+        try:
+            from fastlift.evaluation import render
+            render._plt()
+        except Exception as e:  # noqa: BLE001  (ImportError, or matplotlib's own backend errors)
+            self.log(f"plots skipped ({e}); pip install 'fastlift[viz]' for curves.png and val_samples.png")
+            return []
+        written = []
+        try:
+            written.append(render.plot_training_curves(csv_path, os.path.join(self.out, "curves.png"),
+                                                       title=f"{self.cfg.mode} training: {self.out}"))
+            ev = self.val_set
+            if ev is not None and len(ev) and self.layout.name == "h36m17":
+                idx = np.linspace(0, len(ev) - 1, min(6, len(ev))).round().astype(np.int64)
+                pred = self.predict(ev.x[idx]).numpy()
+                written.append(render.render_validation_sample(
+                    pred, ev.target[idx].numpy(), ev.x[idx].numpy(), os.path.join(self.out, "val_samples.png"),
+                    indices=range(len(idx)), title=f"validation lifts at step {self.step} (colour) over ground truth (dashed)"))
+        except Exception as e:  # noqa: BLE001  (a picture must never cost a finished run)
+            self.log(f"plots: drawing failed ({type(e).__name__}: {e}); the run itself is complete")
+        for pth in written:
+            self.log(f"wrote {pth}")
+        return written
 
     def _iterate(self):
         while True:  # the loader moves itself to the next epoch after its last batch
