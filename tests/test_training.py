@@ -296,3 +296,45 @@ def test_sigterm_checkpoints_and_resumes(files, tmp_path):
     tr = Trainer(cfg, log=lambda *a: None)
     assert tr.step == st["step"]
     assert tr.fit()["steps"] == st["step"] + 2
+
+
+# ------------------------------------------------------------------------------------ --extra-2d
+@pytest.fixture(scope="module")
+def wild_file(tmp_path_factory):
+    from fastlift.data.wild import synthetic_wild
+    ps = synthetic_wild(600, seed=5)
+    assert ps.layout == "coco17"
+    return ps.save(str(tmp_path_factory.mktemp("wild") / "wild_coco.npz"))
+
+
+def test_extra_2d_is_adapted_into_the_training_data_and_cached_for_resume(files, wild_file, tmp_path):
+    lines = []
+    cfg = cfg_for(files, tmp_path, steps=6, val_every=3, ckpt_every=3, extra_2d=wild_file, adapter_steps=20,
+                  extra_target_fraction=0.5)
+    tr = Trainer(cfg, log=lines.append)
+    n_train = len(PoseSet.load(files["train"]))
+    # target repeated to at least half of the mix, plus the adapted (complete) extra poses
+    assert len(tr.data.train) > n_train
+    assert tr.data.train.layout == "h36m17" and np.isfinite(np.asarray(tr.data.train.keypoints_2d)).all()
+    cache = os.path.join(cfg.out, "extra_2d_adapted.npz")
+    assert os.path.isfile(cache)
+    assert any("extra" in str(m) and "adapted" in str(m) for m in lines)
+    tr.fit()
+    # resume reads the cached poses: the same training set, no adapter training
+    lines.clear()
+    cfg2 = cfg_for(files, tmp_path, steps=8, val_every=3, ckpt_every=3, extra_2d=wild_file, adapter_steps=20,
+                   resume=cfg.out)
+    tr2 = Trainer(cfg2, log=lines.append)
+    assert any("read from" in str(m) for m in lines)
+    np.testing.assert_array_equal(np.asarray(tr2.data.train.keypoints_2d), np.asarray(tr.data.train.keypoints_2d))
+    assert tr2.fit()["steps"] == 8
+
+
+def test_extra_2d_errors_are_clear(files, wild_file, tmp_path):
+    from fastlift.train import main
+    with pytest.raises(ConfigError, match="unsupervised"):
+        Trainer(cfg_for(files, tmp_path, mode="supervised", extra_2d=wild_file), log=lambda *a: None)
+    with pytest.raises(PoseDataError, match="does not exist"):
+        Trainer(cfg_for(files, tmp_path, extra_2d=str(tmp_path / "nope.json")), log=lambda *a: None)
+    assert main(["--preset", "tiny", "--data", files["train"], "--extra-2d", str(tmp_path / "nope.json"),
+                 "--out", str(tmp_path / "o")]) == 2

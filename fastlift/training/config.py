@@ -45,6 +45,11 @@ class TrainConfig:
     val: typing.Optional[str] = _f(None, "3D-labelled validation file; None: the synthetic val split when data is synthetic, else none")
     test: typing.Optional[str] = _f(None, "3D-labelled test file scored at the end; None: the synthetic test split when data is synthetic")
     out: typing.Optional[str] = _f(None, "run directory; None: runs/<timestamp>")
+    extra_2d: typing.Optional[str] = _f(None, "extra 2D poses without 3D (another dataset or a detector's output, any layout load_poses reads), mapped into the training layout by the 2D domain adapter and added to the training data (docs/adapter.md)")
+    extra_layout: typing.Optional[str] = _f(None, "layout of the extra_2d poses when the file does not name it (coco17, openpose25, ...)")
+    extra_adapt: bool = _f(True, "train the 2D domain adapter on extra_2d (false: only convert its layout)")
+    adapter_steps: int = _f(1000, "updates of the 2D domain adapter (about a minute on one CPU thread)")
+    extra_target_fraction: float = _f(0.5, "with extra_2d, the training poses are repeated to at least this fraction of the mix")
     synthetic_seed: int = _f(0, "seed of the embedded synthetic data splits")
     layout: str = _f("h36m17", "skeleton layout the lifter works in")
     seed: int = _f(0, "seed of initialisation, data order, dropout and rotations")
@@ -156,7 +161,8 @@ class TrainConfig:
                 close = difflib.get_close_matches(str(v), ch, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"config: {f.name} = {v!r} is not one of {', '.join(ch)}{hint}")
-        pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "temporal_offset", "min_poses"]
+        pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "temporal_offset", "min_poses",
+               "adapter_steps"]
         for name in pos:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
@@ -165,7 +171,7 @@ class TrainConfig:
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("dropout", "d_dropout", "label_smoothing"):
+        for name in ("dropout", "d_dropout", "label_smoothing", "extra_target_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be in [0, 1), got {getattr(self, name)}")
         for name in ("c", "min_depth", "lr", "d_lr_ratio"):
@@ -396,14 +402,18 @@ STRUCTURAL_FIELDS = ("mode", "layout", "width", "blocks", "batch_norm", "activat
                      "t_with_pose", "c", "depth_floor", "min_depth")
 #: Fields that must also agree for an exact resume (they change the optimiser state or data order).
 RESUME_FIELDS = STRUCTURAL_FIELDS + ("use_discriminator", "use_temporal", "gan_loss", "batch_size", "seed",
-                                     "data", "synthetic_seed", "temporal_offset")
+                                     "data", "synthetic_seed", "temporal_offset", "extra_2d", "extra_layout",
+                                     "extra_adapt", "adapter_steps", "extra_target_fraction")
+#: Fields added after the first checkpoints: absent from a checkpoint means their default.
+_LATER_FIELDS = ("extra_2d", "extra_layout", "extra_adapt", "adapter_steps", "extra_target_fraction")
 
 
 def structural_diff(saved: dict, cfg: TrainConfig, keys=STRUCTURAL_FIELDS) -> list[str]:
     """``"name: checkpoint X, config Y"`` for every key in ``keys`` on which the two disagree."""
     out = []
     for k in keys:
-        a, b = saved.get(k, "(missing)"), getattr(cfg, k)
+        missing = TrainConfig.__dataclass_fields__[k].default if k in _LATER_FIELDS else "(missing)"
+        a, b = saved.get(k, missing), getattr(cfg, k)
         if a != b:
             out.append(f"{k}: checkpoint {a!r}, config {b!r}")
     return out

@@ -140,7 +140,7 @@ class Trainer:
             check_compatible(init_state, cfg, resume=False)
 
         # ---- data (raises PoseDataError on unusable input, before training)
-        self.data = prepare_data(cfg, log=self.log)
+        self.data = prepare_data(cfg, log=self.log, extra_cache=self._extra_cache())
         self.root, self.head = self.data.root, self.data.head
         self.val_set = (make_eval_set(self.data.val, self.root, self.head, cfg.c, cfg.val_samples, "val")
                         if self.data.val is not None else None)
@@ -295,6 +295,23 @@ class Trainer:
                 pairs.append((l, pl, r, pr))
         t = lambda i: torch.tensor([p[i] for p in pairs], device=self.device, dtype=torch.long)  # noqa: E731
         return (t(0), t(1), t(2), t(3)) if pairs else None
+
+    def _extra_cache(self) -> str | None:
+        """Where rank 0 keeps the adapted ``extra_2d`` poses: read back on resume (the same data
+        without retraining the adapter), replaced by a fresh run in the same directory."""
+        cfg = self.cfg
+        if cfg.extra_2d is None or self.rank != 0:
+            return None
+        if cfg.out is not None:
+            d = cfg.out
+        elif self._resume_state is not None:
+            d = os.path.dirname(os.path.dirname(os.path.abspath(self._resume_state["path"])))
+        else:
+            return None  # runs/<timestamp> is named later; the adapter then runs once, uncached
+        path = os.path.join(d, "extra_2d_adapted.npz")
+        if self._resume_state is None and os.path.exists(path):
+            os.remove(path)
+        return path
 
     def _out_dir(self) -> str | None:
         cfg = self.cfg

@@ -4,6 +4,8 @@ networks are standardised with.
 """
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 
 from fastlift.data.errors import PoseDataError
 from fastlift.data.layouts import get_layout
-from fastlift.training.config import TrainConfig
+from fastlift.training.config import ConfigError, TrainConfig
 
 __all__ = ["Prepared", "prepare_data", "usable_mask", "check_pose_set", "normalized_2d", "input_stats",
            "supervised_targets", "EvalSet", "make_eval_set", "HEAD_NAMES"]
@@ -85,8 +87,13 @@ def check_pose_set(ps, cfg: TrainConfig, what: str, root: int, head: int, need_3
     return ps
 
 
-def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
-    """Load and check every pose set the run needs. Raises before training on unusable input."""
+def prepare_data(cfg: TrainConfig, log=print, extra_cache: str | None = None) -> Prepared:
+    """Load and check every pose set the run needs. Raises before training on unusable input.
+
+    With ``cfg.extra_2d`` the extra 2D poses are adapted (:func:`fastlift.training.adapter.extend_training_data`)
+    and appended to the training set; ``extra_cache`` (an ``.npz`` path) keeps the adapted poses so
+    that a resumed run trains on exactly the same data without retraining the adapter.
+    """
     lay = get_layout(cfg.layout)
     root, head = lay.root, head_index(lay)
     notes: list[str] = []
@@ -115,6 +122,8 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     train = check_pose_set(train, cfg, "training data", root, head, need_3d=cfg.mode == "supervised")
     if len(train) < before:
         notes.append(f"training data: dropped {before - len(train)} of {before} unusable poses (missing root/head or most joints)")
+    if cfg.extra_2d is not None:
+        train = _extend(train, cfg, lay, root, head, log, extra_cache, notes)
     if val is not None:
         val = check_pose_set(val, cfg, "validation data", root, head, need_3d=True, min_poses=1)
     if test is not None:
@@ -122,6 +131,27 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     for nt in notes:
         log(nt)
     return Prepared(train, val, test, synthetic, root, head, notes)
+
+
+def _extend(train, cfg: TrainConfig, lay, root: int, head: int, log, cache, notes):
+    """Training poses plus the adapted extra 2D poses (``--extra-2d``)."""
+    from fastlift.training.adapter import TARGET_LAYOUT, extend_training_data
+    if cfg.mode == "supervised":
+        raise ConfigError("config: extra_2d adds 2D poses without 3D labels; it needs mode = unsupervised")
+    if lay.name != TARGET_LAYOUT.name:
+        raise ConfigError(f"config: extra_2d needs layout = {TARGET_LAYOUT.name} (the adapter's target layout), "
+                          f"got {lay.name!r}")
+    for nt in notes:  # the target data's notes first, then the adapter's progress
+        log(nt)
+    notes.clear()
+    if cache:
+        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+    t = time.perf_counter()
+    out = extend_training_data(train, cfg.extra_2d, cfg.extra_layout, seed=cfg.seed, adapt=cfg.extra_adapt,
+                               target_fraction=cfg.extra_target_fraction, log=log, cache=cache,
+                               steps=cfg.adapter_steps, threads=cfg.threads)
+    notes.append(f"extra 2D data ready in {time.perf_counter() - t:.0f} s")
+    return check_pose_set(out, cfg, "training data + extra_2d", root, head, need_3d=False)
 
 
 def normalized_2d(ps, root: int, head: int, c: float, idx=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
