@@ -498,11 +498,11 @@ class Trainer:
             out = {}
             if need_cycle:
                 Y_re = self._lift(y_fake)
-                x_back, _, _ = self._project(Y_re, R, transpose=True)
                 w = conf if cfg.use_confidence else None
-                with self._fp32():
-                    l2d, l3d = geo.cycle_consistency_loss(x, x_back, Y_rot, Y_re, weights=w, kind=cfg.consistency,
-                                                          root=self.root)
+                with self._fp32():  # rotate back, re-project, both losses: one fused op
+                    l2d, l3d = geo.cycle_reprojection_loss(x, Y_re, R, Y_rot, weights=w, kind=cfg.consistency,
+                                                           c=cfg.c, root=self.root, head=self.head,
+                                                           floor=cfg.projection_floor, min_depth=cfg.min_depth)
             else:
                 l2d = l3d = torch.zeros((), device=self.device)
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastlift import ops as _ops
 
 __all__ = ["sample_rotations", "lift_to_3d", "rotate_project", "normalize_2d", "cycle_consistency_loss",
-           "project_normalized", "has_fused"]
+           "cycle_reprojection_loss", "project_normalized", "has_fused"]
 
 
 _BACKEND: str | None = None
@@ -135,3 +135,23 @@ def cycle_consistency_loss(x, x_back, Y_rot, Y_relift, weights=None, kind="mse",
     e3 = torch.where(w > 0, e3, torch.zeros_like(e3))
     den = w.sum().clamp_min(1e-12)
     return (e2 * w).sum() / (2 * den), (e3 * w).sum() / (3 * den)
+
+
+def cycle_reprojection_loss(x, Y_relift, R, Y_rot, weights=None, kind="mse", c=10.0, root=0, head=10,
+                            floor="soft", min_depth=1.0):
+    """Steps 5 and 6 of the cycle: ``x_back = normalize(P(R^T Y_relift))`` and the losses
+    ``cycle_consistency_loss(x, x_back, Y_rot, Y_relift)`` (3D root-relative), as one fused op
+    (``x_back`` never stored) where this install has it; otherwise the two steps above.
+
+    Args:
+        x: (B, J, 2) the real normalised 2D poses; Y_relift: (B, J, 3) the re-lift; R: (B, 3, 3)
+        the step's rotations (applied transposed here); Y_rot: (B, J, 3) the rotated pose at the
+        re-lift's scale (:func:`project_normalized`'s second output); weights: (B, J) or None.
+    """
+    if floor == "soft" and kind in ("mse", "l1") and has_fused("cycle_reprojection_loss"):
+        return _ops.cycle_reprojection_loss(x, Y_relift, R, Y_rot, weights=weights, kind=kind, c=c, root=root,
+                                            transpose=True, min_depth=min_depth, renormalize=True, head=head,
+                                            backend=_BACKEND)
+    x_back, _, _ = project_normalized(Y_relift, R, c=c, root=root, head=head, transpose=True, floor=floor,
+                                      min_depth=min_depth)
+    return cycle_consistency_loss(x, x_back, Y_rot, Y_relift, weights=weights, kind=kind, root=root)
