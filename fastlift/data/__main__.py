@@ -3,6 +3,7 @@
     python -m fastlift.data convert IN OUT [--format F] [--to F] [--layout L] [--with-3d data_3d_h36m.npz]
     python -m fastlift.data info FILE [--format F]
     python -m fastlift.data synth OUT [--poses N | --sequences S] [--split train|val|test|all] [--seed 0] ...
+    python -m fastlift.data synth OUT --wild [coco17] [--poses N] [--seed 0]   # the adapter's wild source
     python -m fastlift.data plot FILE OUT.png [--n 12] [--seed 0]
 
 ``convert`` reads any supported format (autodetected) and writes a fastlift pose file (or, with
@@ -61,6 +62,17 @@ def cmd_synth(args) -> int:
     kw = dict(seed=args.seed, seq_len=args.seq_len, fps=args.fps, noise_px=args.noise_px, drop_prob=args.drop_prob)
     if args.motions:
         kw["motions"] = args.motions.split(",")
+    if args.wild:
+        from fastlift.data.wild import synthetic_wild
+        if args.sequences is not None:
+            raise SystemExit("synth --wild takes --poses, not --sequences")
+        n = args.poses if args.poses is not None else 50_000
+        t0 = time.perf_counter()
+        poses = synthetic_wild(n, seed=args.seed, layout=args.wild, split=args.split if args.split != "all" else "train")
+        poses.save(args.output, compress=args.compress)
+        print(f"{args.output}: {len(poses)} synthetic wild {args.wild} poses, 2D only (seed {args.seed}) "
+              f"in {time.perf_counter() - t0:.1f} s")
+        return 0
     for split in splits:
         out = args.output
         if len(splits) > 1:
@@ -119,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--drop-prob", dest="drop_prob", type=float, default=0.0)
     s.add_argument("--motions", help="comma-separated subset of walking,reaching,bending,sitting,turning,random")
     s.add_argument("--compress", action="store_true")
+    s.add_argument("--wild", nargs="?", const="coco17", default=None, metavar="LAYOUT",
+                   help="2D poses 'in the wild' instead (another layout, default coco17; other bodies, cameras, "
+                        "detector noise and missing joints; no 3D): the 2D domain adapter's synthetic source "
+                        "(default 50k poses)")
     s.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("plot", help="draw sampled poses to a PNG")
