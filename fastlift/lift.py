@@ -94,11 +94,8 @@ def lift_file(lifter, path: str, out: str, *, format: str | None = None, layout:
         v = getattr(ps, name)
         if v is not None:
             arrays[name] = np.asarray(v)
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    tmp = out + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    from fastlift._atomic import atomic_write
+    atomic_write(out, lambda fh: np.savez(fh, **arrays))
     arrays["_poses"] = ps
     return arrays
 

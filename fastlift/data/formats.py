@@ -22,12 +22,12 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from typing import Any
 
 import numpy as np
 
+from fastlift._atomic import atomic_write, atomic_write_path
 from fastlift.data.errors import PoseDataError
 from fastlift.data.h36m import (H36M32_KEEP, H36M32_PARENTS, H36M_EXTRINSICS, H36M_INTRINSICS, camera_to_world,
                                 h36m_camera, project, world_to_camera)
@@ -60,27 +60,12 @@ FORMATS = ("fastlift", "videopose3d", "mpi_inf_3dhp", "coco", "openpose")
 # helpers
 def _atomic_write_path(path: str, writer) -> None:
     """Call ``writer(tmp_path)`` for a temporary file next to ``path``, then rename it over ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_path(path, writer)
 
 
 def _atomic_write_bytes(path: str, writer) -> None:
     """Call ``writer(fileobj)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    def run(tmp):
-        with open(tmp, "wb") as fh:
-            writer(fh)
-    _atomic_write_path(path, run)
+    atomic_write(path, writer, "wb")
 
 
 def _subject_key(s: str):

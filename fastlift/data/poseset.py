@@ -26,13 +26,13 @@ that :meth:`PoseSet.load` can memory-map every array (10M poses open in millisec
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from fastlift._atomic import atomic_write
 from fastlift.data.errors import PoseDataError
 from fastlift.data.layouts import HEAD, ROOT, Layout, convert_keypoints, get_layout
 from fastlift.data.npzmap import npz_member_names, open_npz, read_member
@@ -353,21 +353,7 @@ class PoseSet:
             a = getattr(self, name)
             if a is not None:
                 arrays[name] = a
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                (np.savez_compressed if compress else np.savez)(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        atomic_write(path, lambda fh: (np.savez_compressed if compress else np.savez)(fh, **arrays))
         return path
 
     @classmethod

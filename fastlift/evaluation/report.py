@@ -232,14 +232,8 @@ class EvaluationReport:
     def to_json(self, path: str) -> str:
         """Write :meth:`to_dict` to ``path`` (atomically)."""
         path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-        return path
+        from fastlift._atomic import atomic_write
+        return atomic_write(path, lambda fh: fh.write(json.dumps(self.to_dict(), indent=1) + "\n"), "w")
 
     def format_table(self) -> str:
         """A plain-text table: the overall row, then per action / subject / joint when present."""

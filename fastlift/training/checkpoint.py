@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
+from fastlift._atomic import atomic_write
 from fastlift.training.config import RESUME_FIELDS, STRUCTURAL_FIELDS, ConfigError, TrainConfig, structural_diff
 
 __all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "rng_state", "set_rng_state",
@@ -35,23 +35,8 @@ VERSION = 1
 
 def save_checkpoint(state: dict, path: str) -> str:
     """Write ``state`` to ``path`` atomically: a reader sees the old file or the new one, never half."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
     state = dict(state, format=FORMAT, version=VERSION)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def find_checkpoint(path: str) -> str:
