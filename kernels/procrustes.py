@@ -211,16 +211,10 @@ def _load_pose(ptr, offs, mask):
 
 
 @triton.jit
-def _fwd_kernel(p_ptr, q_ptr, w_ptr, out_ptr, r_ptr, s_ptr, t_ptr, v_ptr, sig_ptr,
-                N, J, w_stride, tol2,
-                HAS_W: tl.constexpr, SCALE: tl.constexpr, REFL: tl.constexpr, NEED_AUX: tl.constexpr,
-                SWEEPS: tl.constexpr, TINY: tl.constexpr, QR_EPS: tl.constexpr,
-                BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr):
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    jj = tl.arange(0, BLOCK_J)
-    n_ok = n < N
-    mask = n_ok[:, None] & (jj < J)[None, :]
-    n64 = n.to(tl.int64)
+def _centre(p_ptr, q_ptr, w_ptr, n64, n_ok, jj, mask, J, w_stride, HAS_W: tl.constexpr):
+    """Load a block of pose pairs and centre them on their weighted centroids (forward and backward
+    share it). Returns (offs, w, 1/sum(w), mu_p (3), mu_q (3), a = w/sum(w), p - mu_p (3),
+    q - mu_q (3)); every per-joint value is (BLOCK_N, BLOCK_J), masked joints have weight 0."""
     offs = n64[:, None] * J * 3 + jj[None, :] * 3
     px, py, pz = _load_pose(p_ptr, offs, mask)
     qx, qy, qz = _load_pose(q_ptr, offs, mask)
@@ -260,6 +254,22 @@ def _fwd_kernel(p_ptr, q_ptr, w_ptr, out_ptr, r_ptr, s_ptr, t_ptr, v_ptr, sig_pt
     qcx = qx - dqx[:, None]
     qcy = qy - dqy[:, None]
     qcz = qz - dqz[:, None]
+    return offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a, pcx, pcy, pcz, qcx, qcy, qcz
+
+
+@triton.jit
+def _fwd_kernel(p_ptr, q_ptr, w_ptr, out_ptr, r_ptr, s_ptr, t_ptr, v_ptr, sig_ptr,
+                N, J, w_stride, tol2,
+                HAS_W: tl.constexpr, SCALE: tl.constexpr, REFL: tl.constexpr, NEED_AUX: tl.constexpr,
+                SWEEPS: tl.constexpr, TINY: tl.constexpr, QR_EPS: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr):
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    jj = tl.arange(0, BLOCK_J)
+    n_ok = n < N
+    mask = n_ok[:, None] & (jj < J)[None, :]
+    n64 = n.to(tl.int64)
+    offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a, pcx, pcy, pcz, qcx, qcy, qcz = _centre(
+        p_ptr, q_ptr, w_ptr, n64, n_ok, jj, mask, J, w_stride, HAS_W)
     apx = a * pcx
     apy = a * pcy
     apz = a * pcz
@@ -357,51 +367,14 @@ def _bwd_kernel(gy_ptr, gr_ptr, gs_ptr, gt_ptr, p_ptr, q_ptr, w_ptr, r_ptr, s_pt
     n_ok = n < N
     mask = n_ok[:, None] & (jj < J)[None, :]
     n64 = n.to(tl.int64)
-    offs = n64[:, None] * J * 3 + jj[None, :] * 3
-    px, py, pz = _load_pose(p_ptr, offs, mask)
-    qx, qy, qz = _load_pose(q_ptr, offs, mask)
+    offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a, pcx, pcy, pcz, qcx, qcy, qcz = _centre(
+        p_ptr, q_ptr, w_ptr, n64, n_ok, jj, mask, J, w_stride, HAS_W)
     if HAS_GY:
         gx, gy, gz = _load_pose(gy_ptr, offs, mask)
     else:
-        gx = tl.zeros(px.shape, px.dtype)
-        gy = tl.zeros(px.shape, px.dtype)
-        gz = tl.zeros(px.shape, px.dtype)
-    if HAS_W:
-        w = tl.load(w_ptr + n64[:, None] * w_stride + jj[None, :], mask=mask, other=0.0)
-    else:
-        w = tl.where(mask, 1.0, 0.0).to(px.dtype)
-    sw = tl.sum(w, axis=1)
-    pos = sw > 0
-    inv_w = tl.where(pos, 1.0 / tl.where(pos, sw, 1.0), 0.0)
-    # centring through the first joint o: pc = (p - o) - (mu - o), exact differences for nearby points
-    o = n64 * J * 3
-    opx, opy, opz = _load_pose(p_ptr, o, n_ok)
-    oqx, oqy, oqz = _load_pose(q_ptr, o, n_ok)
-    px = px - opx[:, None]
-    py = py - opy[:, None]
-    pz = pz - opz[:, None]
-    qx = qx - oqx[:, None]
-    qy = qy - oqy[:, None]
-    qz = qz - oqz[:, None]
-    dpx = tl.sum(w * px, axis=1) * inv_w
-    dpy = tl.sum(w * py, axis=1) * inv_w
-    dpz = tl.sum(w * pz, axis=1) * inv_w
-    dqx = tl.sum(w * qx, axis=1) * inv_w
-    dqy = tl.sum(w * qy, axis=1) * inv_w
-    dqz = tl.sum(w * qz, axis=1) * inv_w
-    mpx = opx + dpx
-    mpy = opy + dpy
-    mpz = opz + dpz
-    mqx = oqx + dqx
-    mqy = oqy + dqy
-    mqz = oqz + dqz
-    a = w * inv_w[:, None]
-    pcx = px - dpx[:, None]
-    pcy = py - dpy[:, None]
-    pcz = pz - dpz[:, None]
-    qcx = qx - dqx[:, None]
-    qcy = qy - dqy[:, None]
-    qcz = qz - dqz[:, None]
+        gx = tl.zeros(pcx.shape, pcx.dtype)
+        gy = tl.zeros(pcx.shape, pcx.dtype)
+        gz = tl.zeros(pcx.shape, pcx.dtype)
     sgx = tl.sum(gx, axis=1)
     sgy = tl.sum(gy, axis=1)
     sgz = tl.sum(gz, axis=1)
