@@ -211,10 +211,17 @@ def _load_pose(ptr, offs, mask):
 
 
 @triton.jit
-def _centre(p_ptr, q_ptr, w_ptr, n64, n_ok, jj, mask, J, w_stride, HAS_W: tl.constexpr):
-    """Load a block of pose pairs and centre them on their weighted centroids (forward and backward
-    share it). Returns (offs, w, 1/sum(w), mu_p (3), mu_q (3), a = w/sum(w), p - mu_p (3),
-    q - mu_q (3)); every per-joint value is (BLOCK_N, BLOCK_J), masked joints have weight 0."""
+def _centre(p_ptr, q_ptr, w_ptr, N, J, w_stride, HAS_W: tl.constexpr, BLOCK_N: tl.constexpr,
+            BLOCK_J: tl.constexpr):
+    """This program's block of pose pairs, loaded and centred on their weighted centroids (forward
+    and backward share it). Returns (pose index (BLOCK_N,) int64, its mask, joint index (BLOCK_J,),
+    element mask, offsets, w, 1/sum(w), mu_p (3), mu_q (3), a = w/sum(w), p - mu_p (3),
+    q - mu_q (3)); per-joint values are (BLOCK_N, BLOCK_J), masked joints have weight 0."""
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    jj = tl.arange(0, BLOCK_J)
+    n_ok = n < N
+    mask = n_ok[:, None] & (jj < J)[None, :]
+    n64 = n.to(tl.int64)
     offs = n64[:, None] * J * 3 + jj[None, :] * 3
     px, py, pz = _load_pose(p_ptr, offs, mask)
     qx, qy, qz = _load_pose(q_ptr, offs, mask)
@@ -254,7 +261,8 @@ def _centre(p_ptr, q_ptr, w_ptr, n64, n_ok, jj, mask, J, w_stride, HAS_W: tl.con
     qcx = qx - dqx[:, None]
     qcy = qy - dqy[:, None]
     qcz = qz - dqz[:, None]
-    return offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a, pcx, pcy, pcz, qcx, qcy, qcz
+    return (n64, n_ok, jj, mask, offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a,
+            pcx, pcy, pcz, qcx, qcy, qcz)
 
 
 @triton.jit
@@ -263,13 +271,8 @@ def _fwd_kernel(p_ptr, q_ptr, w_ptr, out_ptr, r_ptr, s_ptr, t_ptr, v_ptr, sig_pt
                 HAS_W: tl.constexpr, SCALE: tl.constexpr, REFL: tl.constexpr, NEED_AUX: tl.constexpr,
                 SWEEPS: tl.constexpr, TINY: tl.constexpr, QR_EPS: tl.constexpr,
                 BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr):
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    jj = tl.arange(0, BLOCK_J)
-    n_ok = n < N
-    mask = n_ok[:, None] & (jj < J)[None, :]
-    n64 = n.to(tl.int64)
-    offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a, pcx, pcy, pcz, qcx, qcy, qcz = _centre(
-        p_ptr, q_ptr, w_ptr, n64, n_ok, jj, mask, J, w_stride, HAS_W)
+    (n64, n_ok, jj, mask, offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a,
+     pcx, pcy, pcz, qcx, qcy, qcz) = _centre(p_ptr, q_ptr, w_ptr, N, J, w_stride, HAS_W, BLOCK_N, BLOCK_J)
     apx = a * pcx
     apy = a * pcy
     apz = a * pcz
@@ -362,13 +365,8 @@ def _bwd_kernel(gy_ptr, gr_ptr, gs_ptr, gt_ptr, p_ptr, q_ptr, w_ptr, r_ptr, s_pt
                 HAS_W: tl.constexpr, HAS_GY: tl.constexpr, HAS_GR: tl.constexpr, HAS_GS: tl.constexpr,
                 HAS_GT: tl.constexpr, SCALE: tl.constexpr, GRAD_EPS: tl.constexpr,
                 BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr):
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    jj = tl.arange(0, BLOCK_J)
-    n_ok = n < N
-    mask = n_ok[:, None] & (jj < J)[None, :]
-    n64 = n.to(tl.int64)
-    offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a, pcx, pcy, pcz, qcx, qcy, qcz = _centre(
-        p_ptr, q_ptr, w_ptr, n64, n_ok, jj, mask, J, w_stride, HAS_W)
+    (n64, n_ok, jj, mask, offs, w, inv_w, mpx, mpy, mpz, mqx, mqy, mqz, a,
+     pcx, pcy, pcz, qcx, qcy, qcz) = _centre(p_ptr, q_ptr, w_ptr, N, J, w_stride, HAS_W, BLOCK_N, BLOCK_J)
     if HAS_GY:
         gx, gy, gz = _load_pose(gy_ptr, offs, mask)
     else:
