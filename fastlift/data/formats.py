@@ -58,16 +58,6 @@ FORMATS = ("fastlift", "videopose3d", "mpi_inf_3dhp", "coco", "openpose")
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-def _atomic_write_path(path: str, writer) -> None:
-    """Call ``writer(tmp_path)`` for a temporary file next to ``path``, then rename it over ``path``."""
-    atomic_write_path(path, writer)
-
-
-def _atomic_write_bytes(path: str, writer) -> None:
-    """Call ``writer(fileobj)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    atomic_write(path, writer, "wb")
-
-
 def _subject_key(s: str):
     m = re.search(r"\d+", str(s))
     return (int(m.group()) if m else math.inf, str(s))
@@ -316,7 +306,7 @@ def write_videopose3d_2d(path: str, poses: PoseSet) -> str:
         out.setdefault(s, {}).setdefault(a, []).append(np.asarray(poses.keypoints_2d[rows], dtype=np.float32))
     meta = {"layout_name": _VP3D_NAMES.get(lay.name, lay.name), "num_joints": lay.num_joints,
             "keypoints_symmetry": [list(lay.left), list(lay.right)]}
-    _atomic_write_bytes(path, lambda fh: np.savez_compressed(fh, positions_2d=out, metadata=meta))
+    atomic_write(path, lambda fh: np.savez_compressed(fh, positions_2d=out, metadata=meta))
     return path
 
 
@@ -345,7 +335,7 @@ def write_videopose3d_3d(path: str, poses: PoseSet) -> str:
         c = h36m_camera(s, 0)
         world = camera_to_world(np.asarray(poses.keypoints_3d[rows], dtype=np.float64), c["R"], c["t"]) / 1000.0
         out.setdefault(s, {})[a] = world[:, src_of].astype(np.float32)
-    _atomic_write_bytes(path, lambda fh: np.savez_compressed(fh, positions_3d=out))
+    atomic_write(path, lambda fh: np.savez_compressed(fh, positions_3d=out))
     return path
 
 
@@ -513,7 +503,7 @@ def write_mpi_inf_3dhp(path: str, poses: PoseSet) -> str:
         with open(tmp, "r+b") as raw:
             _matlab_userblock(raw)
 
-    _atomic_write_path(path, write)
+    atomic_write_path(path, write)
     return path
 
 
@@ -673,7 +663,7 @@ def write_coco(path: str, poses: PoseSet, style: str = "dataset") -> str:
                                "keypoints": list(lay.joint_names),
                                "skeleton": [[a + 1, b + 1] for a, b in lay.bones]}]}
     text = json.dumps(out)
-    _atomic_write_bytes(path, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
     return path
 
 
@@ -806,7 +796,7 @@ def write_openpose(folder: str, poses: PoseSet) -> str:
                 "face_keypoints_3d": [], "hand_left_keypoints_3d": [], "hand_right_keypoints_3d": []}]}
             text = json.dumps(doc)
             p = os.path.join(sub, f"{prefix}_{int(poses.frame[i]):012d}_keypoints.json")
-            _atomic_write_bytes(p, lambda fh, t=text: fh.write(t.encode("utf-8")))
+            atomic_write(p, lambda fh, t=text: fh.write(t.encode("utf-8")))
     return folder
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from fastlift._atomic import atomic_write
 from fastlift.data.layouts import get_layout
 from fastlift.models import Lifter, PoseDiscriminator, TemporalDiscriminator
 from fastlift.training import geometry as geo
@@ -296,17 +297,20 @@ class Trainer:
         t = lambda i: torch.tensor([p[i] for p in pairs], device=self.device, dtype=torch.long)  # noqa: E731
         return (t(0), t(1), t(2), t(3)) if pairs else None
 
+    def _resume_dir(self) -> str | None:
+        """The run directory of the checkpoint being resumed (``<run>/checkpoints/<name>.pt``)."""
+        if self._resume_state is None:
+            return None
+        return os.path.dirname(os.path.dirname(os.path.abspath(self._resume_state["path"])))
+
     def _extra_cache(self) -> str | None:
         """Where rank 0 keeps the adapted ``extra_2d`` poses: read back on resume (the same data
         without retraining the adapter), replaced by a fresh run in the same directory."""
         cfg = self.cfg
         if cfg.extra_2d is None or self.rank != 0:
             return None
-        if cfg.out is not None:
-            d = cfg.out
-        elif self._resume_state is not None:
-            d = os.path.dirname(os.path.dirname(os.path.abspath(self._resume_state["path"])))
-        else:
+        d = cfg.out or self._resume_dir()
+        if d is None:
             return None  # runs/<timestamp> is named later; the adapter then runs once, uncached
         path = os.path.join(d, "extra_2d_adapted.npz")
         if self._resume_state is None and os.path.exists(path):
@@ -317,7 +321,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.out is None:
             if self._resume_state is not None:
-                p = os.path.dirname(os.path.dirname(os.path.abspath(self._resume_state["path"])))
+                p = self._resume_dir()
             else:
                 stamp = time.strftime("%Y%m%d-%H%M%S")
                 if self.distributed:  # every rank must agree on the name
@@ -328,10 +332,8 @@ class Trainer:
             cfg.out = p
         if self.rank == 0:
             os.makedirs(os.path.join(cfg.out, "checkpoints"), exist_ok=True)
-            with open(os.path.join(cfg.out, "config.toml"), "w") as f:
-                f.write(config_to_toml(cfg))
-            with open(os.path.join(cfg.out, "config.json"), "w") as f:
-                json.dump(asdict(cfg), f, indent=1)
+            atomic_write(os.path.join(cfg.out, "config.toml"), lambda f: f.write(config_to_toml(cfg)), "w")
+            atomic_write(os.path.join(cfg.out, "config.json"), lambda f: json.dump(asdict(cfg), f, indent=1), "w")
         return cfg.out
 
     # ------------------------------------------------------------------------ networks
@@ -771,8 +773,7 @@ class Trainer:
         if self.rank == 0 and cfg.plots:
             summary["plots"] = self.plots(csv_path)
         if self.rank == 0:
-            with open(os.path.join(self.out, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=1)
+            atomic_write(os.path.join(self.out, "summary.json"), lambda f: json.dump(summary, f, indent=1), "w")
         if self.distributed:
             dist.barrier()
         return summary

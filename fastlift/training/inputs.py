@@ -4,7 +4,6 @@ networks are standardised with.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -144,8 +143,6 @@ def _extend(train, cfg: TrainConfig, lay, root: int, head: int, log, cache, note
     for nt in notes:  # the target data's notes first, then the adapter's progress
         log(nt)
     notes.clear()
-    if cache:
-        os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
     t = time.perf_counter()
     out = extend_training_data(train, cfg.extra_2d, cfg.extra_layout, seed=cfg.seed, adapt=cfg.extra_adapt,
                                target_fraction=cfg.extra_target_fraction, log=log, cache=cache,
