@@ -129,22 +129,12 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
       }
       const E b0 = g0 * u, b1 = g1 * u;
       const E gq0 = b0, gq1 = b1, gq2 = -(b0 * q0 + b1 * q1) * u * sig;
-      const E gp0 = M[0] * gq0 + M[3] * gq1 + M[6] * gq2;
-      const E gp1 = M[1] * gq0 + M[4] * gq1 + M[7] * gq2;
-      const E gp2 = M[2] * gq0 + M[5] * gq1 + M[8] * gq2;
-      s0 = s0 + gp0;
-      s1 = s1 + gp1;
-      s2 = s2 + gp2;
-      G[0] = G[0] + gq0 * p0;
-      G[1] = G[1] + gq0 * p1;
-      G[2] = G[2] + gq0 * p2;
-      G[3] = G[3] + gq1 * p0;
-      G[4] = G[4] + gq1 * p1;
-      G[5] = G[5] + gq1 * p2;
-      G[6] = G[6] + gq2 * p0;
-      G[7] = G[7] + gq2 * p1;
-      G[8] = G[8] + gq2 * p2;
-      const E gp[3] = {gp0, gp1, gp2}, p[3] = {p0, p1, p2};
+      E gp[3];
+      rotate_joint_backward(M, gq0, gq1, gq2, p0, p1, p2, G, gp);
+      s0 = s0 + gp[0];
+      s1 = s1 + gp[1];
+      s2 = s2 + gp[2];
+      const E p[3] = {p0, p1, p2};
       for (int i = 0; i < 3; ++i) {
         const E g = fl_select(keep, a3 * cyc_df<E, S>(p[i] - (yr[3 * j + i] - t[i]), a.l1), zero);
         gyl[3 * j + i] = gp[i] + g;
@@ -157,8 +147,7 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
     gyl[3 * a.root + 2] = gyl[3 * a.root + 2] - (s2 + h[2]);
     if (gyr)
       for (int i = 0; i < 3; ++i) gyr[3 * a.root + i] = gyr[3 * a.root + i] + h[i];
-    for (int i = 0; i < 3; ++i)
-      for (int k = 0; k < 3; ++k) gR[3 * i + k] = a.transpose ? G[3 * k + i] : G[3 * i + k];
+    load_rotation(G, a.transpose, gR);  // dL/dR: G, transposed back with transpose
     return;
   }
   rotate_project_pose_forward<E, S>(yl, R, xb, static_cast<E*>(nullptr), J, a.root, a.transpose, S(a.c),

@@ -206,6 +206,23 @@ FASTLIFT_HDI void load_rotation(const E* R, bool transpose, E* M) {
     for (int b = 0; b < 3; ++b) M[3 * a + b] = transpose ? R[3 * b + a] : R[3 * a + b];
 }
 
+// Back through q = M p for one joint: gp = M^T gq, and dL/dM += gq p^T (G row-major, 3 x 3).
+template <typename E>
+FASTLIFT_HDI void rotate_joint_backward(const E* M, E gq0, E gq1, E gq2, E p0, E p1, E p2, E* G, E* gp) {
+  gp[0] = M[0] * gq0 + M[3] * gq1 + M[6] * gq2;
+  gp[1] = M[1] * gq0 + M[4] * gq1 + M[7] * gq2;
+  gp[2] = M[2] * gq0 + M[5] * gq1 + M[8] * gq2;
+  G[0] = G[0] + gq0 * p0;
+  G[1] = G[1] + gq0 * p1;
+  G[2] = G[2] + gq0 * p2;
+  G[3] = G[3] + gq1 * p0;
+  G[4] = G[4] + gq1 * p1;
+  G[5] = G[5] + gq1 * p2;
+  G[6] = G[6] + gq2 * p0;
+  G[7] = G[7] + gq2 * p1;
+  G[8] = G[8] + gq2 * p2;
+}
+
 // yrot may be nullptr (not written).
 template <typename E, typename S>
 FASTLIFT_HDI void rotate_project_pose_forward(const E* __restrict__ Y, const E* __restrict__ R,
@@ -314,30 +331,19 @@ FASTLIFT_HDI void rotate_project_pose_backward(const E* __restrict__ g2, const E
       gq1 = gq1 + b1;
       gq2 = gq2 - (b0 * q0 + b1 * q1) * u * sig;
     }
-    const E gp0 = M[0] * gq0 + M[3] * gq1 + M[6] * gq2;  // M^T gq
-    const E gp1 = M[1] * gq0 + M[4] * gq1 + M[7] * gq2;
-    const E gp2 = M[2] * gq0 + M[5] * gq1 + M[8] * gq2;
-    gY[3 * j] = gp0;
-    gY[3 * j + 1] = gp1;
-    gY[3 * j + 2] = gp2;
-    s0 = s0 + gp0;
-    s1 = s1 + gp1;
-    s2 = s2 + gp2;
-    G[0] = G[0] + gq0 * p0;
-    G[1] = G[1] + gq0 * p1;
-    G[2] = G[2] + gq0 * p2;
-    G[3] = G[3] + gq1 * p0;
-    G[4] = G[4] + gq1 * p1;
-    G[5] = G[5] + gq1 * p2;
-    G[6] = G[6] + gq2 * p0;
-    G[7] = G[7] + gq2 * p1;
-    G[8] = G[8] + gq2 * p2;
+    E gp[3];
+    rotate_joint_backward(M, gq0, gq1, gq2, p0, p1, p2, G, gp);
+    gY[3 * j] = gp[0];
+    gY[3 * j + 1] = gp[1];
+    gY[3 * j + 2] = gp[2];
+    s0 = s0 + gp[0];
+    s1 = s1 + gp[1];
+    s2 = s2 + gp[2];
   }
   gY[3 * root] = gY[3 * root] - s0;
   gY[3 * root + 1] = gY[3 * root + 1] - s1;
   gY[3 * root + 2] = gY[3 * root + 2] - s2;
-  for (int a = 0; a < 3; ++a)
-    for (int b = 0; b < 3; ++b) gR[3 * a + b] = transpose ? G[3 * b + a] : G[3 * a + b];
+  load_rotation(G, transpose, gR);  // dL/dR: G, transposed back with transpose
 }
 
 }  // namespace fastlift
