@@ -172,6 +172,7 @@ def test_plots_are_skipped_with_a_message_without_matplotlib(files, tmp_path, mo
     dict(gan_loss="lsgan", label_smoothing=0.1, d_spectral_norm=True, w_bone_sym=0.1, w_bone_temporal=0.1),
     dict(dropout=0.5, depth_floor="hard", projection_floor="hard", consistency="l1", amp="bf16"),
     dict(amp="fp16", d_bend_negatives=1.0, d_warmup=2, flip_augment=False, consistency="huber"),
+    dict(rotation_axis="estimated"),
 ])
 def test_modes_and_ablations_train(files, tmp_path, kw):
     cfg = cfg_for(files, tmp_path, steps=4, val_every=0, ckpt_every=0, **kw)
@@ -370,3 +371,33 @@ def test_engine_fused_reprojection_equals_the_two_step_cycle(kind, backend):
         geo.set_backend("auto")
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=2e-4, atol=1e-7)
+
+
+def test_torso_tilt_reads_the_camera_elevation():
+    """An upright torso seen from a camera looking down by a has the up axis (0, -cos a, -sin a)."""
+    from fastlift.training import geometry as geo
+    a = torch.tensor([0.0, 0.3, -0.2, 1.2])
+    Y = torch.randn(4, 17, 3, generator=torch.Generator().manual_seed(0))
+    hips, shoulders = (1, 4), (14, 11)
+    Y[:, 1] = Y[:, 4] = 0.25 * torch.randn(4, 3)[:, :1]  # any hip centre
+    up = torch.stack((torch.zeros(4), -torch.cos(a), -torch.sin(a)), -1)
+    Y[:, 11] = Y[:, 14] = Y[:, 1] + 0.5 * up
+    t = geo.torso_tilt(Y, hips, shoulders)
+    torch.testing.assert_close(t, torch.tensor([0.0, 0.3, -0.2, math.pi / 4]))  # the last one clipped
+
+
+def test_rotations_about_vertical():
+    from fastlift.training import geometry as geo
+    az, el = geo.sample_angles(41, seed=5)
+    # camera elevation 0: the method's R = R_x(el) R_y(az)
+    torch.testing.assert_close(geo.rotations_about_vertical(az, el, 0.0), geo.sample_rotations(41, seed=5),
+                               atol=1e-6, rtol=0)
+    ce = torch.tensor(0.35)
+    R = geo.rotations_about_vertical(az, el, ce)
+    torch.testing.assert_close(R @ R.transpose(1, 2), torch.eye(3).expand(41, 3, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(R), torch.ones(41), atol=1e-6, rtol=0)
+    # the world vertical as that camera sees it goes to the vertical tilted by ce + el: the azimuth
+    # turns about it instead of about the camera's y axis
+    up = torch.tensor([0.0, -torch.cos(ce), -torch.sin(ce)])
+    want = torch.stack((torch.zeros(41), -torch.cos(ce + el), -torch.sin(ce + el)), -1)
+    torch.testing.assert_close(R @ up, want, atol=1e-6, rtol=0)

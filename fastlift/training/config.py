@@ -87,6 +87,7 @@ class TrainConfig:
     azimuth_range: typing.List[float] = _f([-180.0, 180.0], "azimuth range of the random rotation, degrees")
     elevation_range: typing.List[float] = _f([-20.0, 20.0], "elevation range of the random rotation, degrees")
     rotation_distribution: str = _f("uniform", "uniform (azimuth/elevation ranges) or haar (uniform on SO(3))", ("uniform", "haar"))
+    rotation_axis: str = _f("camera", "axis of the random azimuth: camera (the camera's y axis, the method) or estimated (the world vertical, from the mean torso tilt of the batch's lifts; elevation offsets then apply about the estimated camera elevation)", ("camera", "estimated"))
     normalization: str = _f("per_sample", "2D normalisation of the training data", ("per_sample", "dataset"))
 
     # ---------------------------------------------------------------- losses and ablations

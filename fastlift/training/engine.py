@@ -211,6 +211,7 @@ class Trainer:
         self._bone_child = torch.tensor([c for c, _ in bones], device=self.device)
         self._bone_parent = torch.tensor([p for _, p in bones], device=self.device)
         self._sym = self._symmetric_bones()
+        self._torso = self._torso_joints()
         self._mirror_x = torch.tensor([-1.0, 1.0], device=self.device)
         self._flip_perm = torch.as_tensor(self.layout.flip_index, device=self.device)
         self._limbs = self._limb_triples()
@@ -286,6 +287,15 @@ class Trainer:
         d = supervised_targets(torch.from_numpy(x), torch.from_numpy(np.asarray(ps.keypoints_3d[idx], dtype=np.float32)),
                                self.cfg.c + self.cfg.min_depth, self.root)
         return d.mean(0), d.std(0)
+
+    def _torso_joints(self):
+        """((r_hip, l_hip), (r_shoulder, l_shoulder)) indices, or None when the layout lacks one."""
+        c = self.layout.canonical
+        names = ("r_hip", "l_hip", "r_shoulder", "l_shoulder")
+        if not all(n in c for n in names):
+            return None
+        i = [c.index(n) for n in names]
+        return (i[0], i[1]), (i[2], i[3])
 
     def _symmetric_bones(self):
         lay = self.layout
@@ -433,11 +443,20 @@ class Trainer:
             return geo.project_normalized(Y, R, c=cfg.c, root=self.root, head=self.head, transpose=transpose,
                                           floor=cfg.projection_floor, min_depth=cfg.min_depth)
 
-    def _rotations(self, n: int):
+    def _rotations(self, n: int, Y: torch.Tensor | None = None):
+        """``n`` random rotations of the step. With ``rotation_axis = "estimated"`` and the lifted
+        poses ``Y``, the azimuth turns about the world's vertical as estimated from the batch (the
+        mean torso tilt of the lifts: the camera's elevation), not about the camera's y axis."""
         cfg = self.cfg
         offset = (self.step * self.world_size + self.rank) * n
-        return geo.sample_rotations(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset,
-                                    distribution=cfg.rotation_distribution, device=self.device)
+        if cfg.rotation_axis == "camera" or cfg.rotation_distribution != "uniform":
+            return geo.sample_rotations(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset,
+                                        distribution=cfg.rotation_distribution, device=self.device)
+        az, el = geo.sample_angles(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset, device=self.device)
+        cam = 0.0
+        if Y is not None and self._torso is not None:
+            cam = geo.torso_tilt(Y.detach().float(), *self._torso).mean()
+        return geo.rotations_about_vertical(az, el, cam).contiguous()
 
     def _update(self, key: str, loss: torch.Tensor, module: torch.nn.Module, opt, clip: float = 0.0):
         scaler = self.scalers[key]
@@ -492,7 +511,7 @@ class Trainer:
             else:
                 Y, Y_prev = self._lift(x), None
             # 2. rotate, project, re-normalise
-            R = self._rotations(B)
+            R = self._rotations(B, Y)
             y_fake, Y_rot, _ = self._project(Y, R)
             y_fake = torch.where(conf[..., None] > 0, y_fake, torch.zeros_like(y_fake))
             # 3. re-lift, rotate back

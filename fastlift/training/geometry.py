@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from fastlift import ops as _ops
 
 __all__ = ["sample_rotations", "lift_to_3d", "rotate_project", "normalize_2d", "cycle_consistency_loss",
-           "cycle_reprojection_loss", "project_normalized", "has_fused"]
+           "cycle_reprojection_loss", "project_normalized", "has_fused", "sample_angles", "torso_tilt",
+           "rotations_about_vertical"]
 
 
 _BACKEND: str | None = None
@@ -155,3 +156,34 @@ def cycle_reprojection_loss(x, Y_relift, R, Y_rot, weights=None, kind="mse", c=1
     x_back, _, _ = project_normalized(Y_relift, R, c=c, root=root, head=head, transpose=True, floor=floor,
                                       min_depth=min_depth)
     return cycle_consistency_loss(x, x_back, Y_rot, Y_relift, weights=weights, kind=kind, root=root)
+
+
+# ------------------------------------------------------------------- rotation about the vertical
+def sample_angles(n: int, azimuth_range=(-math.pi, math.pi), elevation_range=(-math.pi / 9, math.pi / 9),
+                  seed: int = 0, offset: int = 0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(azimuth (n,), elevation (n,)) radians behind :func:`sample_rotations` (the same stream)."""
+    return _ops.sample_angles(n, azimuth_range, elevation_range, seed=seed, offset=offset, device=device)
+
+
+def torso_tilt(Y: torch.Tensor, hips: tuple[int, int], shoulders: tuple[int, int],
+               limit: float = math.pi / 4) -> torch.Tensor:
+    """Tilt of each pose's torso axis (hip centre to shoulder centre) toward the camera, (N,)
+    radians, in the camera's y-z plane (camera frame x right, y down, z forward). An upright
+    person seen by a level camera gives 0; a camera looking down by ``a`` sees the up axis as
+    ``(0, -cos a, -sin a)`` and gives ``a``. A pose's own lean adds to it, but lean toward and away
+    from the camera averages out over many poses facing every way, so the mean over a batch
+    estimates the camera's elevation. Clipped to ``[-limit, limit]``. ``Y``: (N, J, 3), any unit."""
+    up = 0.5 * (Y[:, shoulders[0]] + Y[:, shoulders[1]]) - 0.5 * (Y[:, hips[0]] + Y[:, hips[1]])
+    return torch.atan2(-up[:, 2], (-up[:, 1]).clamp_min(1e-6)).clamp(-limit, limit)
+
+
+def rotations_about_vertical(azimuth: torch.Tensor, elevation: torch.Tensor,
+                             camera_elevation: torch.Tensor | float) -> torch.Tensor:
+    """``R = R_x(camera_elevation + elevation) R_y(azimuth) R_x(-camera_elevation)`` (N, 3, 3):
+    the method's rotation (azimuth about the vertical, then an elevation offset) taken about the
+    world's vertical axis as seen by a camera looking down by ``camera_elevation``, instead of the
+    camera's y axis. With ``camera_elevation = 0`` it is ``R_x(elevation) R_y(azimuth)``.
+    ``azimuth``, ``elevation``: (N,) radians; ``camera_elevation``: radians, scalar or (N,)."""
+    ce = torch.as_tensor(camera_elevation, dtype=azimuth.dtype, device=azimuth.device).expand_as(azimuth)
+    level = _ops.rotation_from_angles(torch.zeros_like(ce), -ce)
+    return _ops.rotation_from_angles(azimuth, elevation + ce) @ level
