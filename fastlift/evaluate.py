@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also P-MPJPE of the depth-flipped prediction (mirror check) and of a zero-depth lift (baseline)")
     p.add_argument("--batch-size", type=int, default=65536, help="poses per forward pass (default 65536)")
     p.add_argument("--max-poses", type=int, default=None, help="evaluate only the first N usable poses")
+    p.add_argument("--flip-test", action="store_true",
+                   help="also lift each pose mirrored and average the two (test-time flip augmentation; 2x the work)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="network precision (auto: the checkpoint's training precision)")
@@ -55,7 +57,8 @@ def main(argv=None) -> int:
         print("error: --batch-size must be >= 1", file=sys.stderr)
         return 2
     try:
-        lifter = Lifter.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+        lifter = Lifter.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
+                                        flip_test=args.flip_test)
         rep = evaluate_lifter(lifter, args.data, batch_size=args.batch_size, mpjpe_align=args.mpjpe_align,
                               pck_align=args.pck_align, per_joint=args.per_joint, per_subject=args.per_subject,
                               diagnostics=args.diagnostics, max_poses=args.max_poses)

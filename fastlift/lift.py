@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=300, help="at most this many frames in a .gif/.mp4 (default 300)")
     p.add_argument("--fps", type=float, default=25.0, help="animation frames per second (default 25)")
     p.add_argument("--batch-size", type=int, default=65536)
+    p.add_argument("--flip-test", action="store_true",
+                   help="also lift each pose mirrored and average the two (test-time flip augmentation; 2x the work)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     return p
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
                       f"use a .gif (Pillow) instead", file=sys.stderr)
                 return 2
     try:
-        lifter = Lifter.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision)
+        lifter = Lifter.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
+                                        flip_test=args.flip_test)
         arrays = lift_file(lifter, args.input, args.output, format=args.format, layout=args.layout,
                            height=args.height, bone=bone, batch_size=args.batch_size)
     except (CheckpointError, PoseDataError, FileNotFoundError, ValueError, KeyError) as exc:

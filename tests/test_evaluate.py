@@ -182,3 +182,30 @@ def test_run_folder_and_bf16(files, tmp_path):
     k = np.asarray(ps.keypoints_2d[:64])
     a, b = fp32.lift(k), bf16.lift(k)
     assert np.isfinite(b).all() and np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
+def test_flip_test_averages_the_lift_and_its_mirror(files, tmp_path):
+    """flip_test = mean of the lift and the mirrored lift of the mirrored input; still reprojects
+    onto the input; a mirror-symmetric network gives the same pose; the CLI flag reaches it."""
+    d, ps, model, _ = files
+    from fastlift.data.layouts import get_layout
+    plain = Lifter.from_checkpoint(str(d / "ckpt.pt"), device="cpu")
+    flip = Lifter.from_checkpoint(str(d / "ckpt.pt"), device="cpu", flip_test=True)
+    perm = torch.as_tensor(get_layout("h36m17").flip_index)
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(23, 17, 2, generator=g) - 0.5) * 0.2
+    x[:, 0] = 0
+    Y, Yf = plain.lift_normalized(x), flip.lift_normalized(x)
+    mirrored = plain.lift_normalized(x[:, perm] * torch.tensor([-1.0, 1.0]))[:, perm] * torch.tensor([-1.0, 1.0, 1.0])
+    torch.testing.assert_close(Yf, 0.5 * (Y + mirrored))
+    assert not torch.allclose(Y, Yf, atol=1e-3)  # the random network is not mirror-symmetric
+    # it still reprojects onto the input: with x_root = 0, X_j = x_j (Z_j + z_root) for every joint,
+    # i.e. X_j / x_j - Z_j is the same (the root's depth) for all joints of a pose
+    zr = Yf[:, 1:, 0] / x[:, 1:, 0] - Yf[:, 1:, 2]
+    torch.testing.assert_close(zr, zr[:, :1].expand_as(zr), rtol=1e-3, atol=1e-3)
+    out1, out2 = tmp_path / "a.json", tmp_path / "b.json"
+    assert evaluate_main(["--checkpoint", str(d / "ckpt.pt"), "--data", str(d / "test.npz"), "--json", str(out1)]) == 0
+    assert evaluate_main(["--checkpoint", str(d / "ckpt.pt"), "--data", str(d / "test.npz"), "--json", str(out2),
+                          "--flip-test"]) == 0
+    a, b = json.loads(out1.read_text()), json.loads(out2.read_text())
+    assert a["p_mpjpe"] != b["p_mpjpe"] and np.isfinite(b["p_mpjpe"])

@@ -223,7 +223,7 @@ class Lifter:
     def __init__(self, model: nn.Module, *, c: float | None = None, root: int = 0, head: int = 10,
                  normalization: str = "per_sample", dataset_distance: float | None = None,
                  device="auto", precision: str = "fp32", fold: bool = True, source: str | None = None,
-                 config: dict | None = None):
+                 config: dict | None = None, flip_test: bool = False):
         if normalization not in ("per_sample", "dataset"):
             raise ValueError(f"normalization must be 'per_sample' or 'dataset', got {normalization!r}")
         if normalization == "dataset" and not (dataset_distance and dataset_distance > 0):
@@ -242,13 +242,15 @@ class Lifter:
         self.source = source
         self.config = dict(config or {})
         self.num_joints = int(getattr(model, "num_joints", 17))
+        self.flip_test = bool(flip_test)
         self._fast = None
         if fold:
             self._fast = self._build_folded()
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_checkpoint(cls, path: str, device="auto", precision: str = "auto", fold: bool = True) -> "Lifter":
+    def from_checkpoint(cls, path: str, device="auto", precision: str = "auto", fold: bool = True,
+                        flip_test: bool = False) -> "Lifter":
         """The lifter of a training checkpoint (a ``.pt`` file or a run folder, whose
         ``checkpoints/last.pt`` is used), set up exactly as the training engine validates it: the
         network the config describes with its saved weights and input standardisation, per-sample 2D
@@ -276,7 +278,7 @@ class Lifter:
             head = 10
         return cls(model, c=cfg.get("c", getattr(model, "c", 10.0)), root=0, head=head, normalization=norm,
                    dataset_distance=dist, device=device, precision=precision,
-                   fold=fold, source=where, config=cfg)
+                   fold=fold, source=where, config=cfg, flip_test=flip_test)
 
     def _build_folded(self):
         try:
@@ -319,15 +321,34 @@ class Lifter:
             return net(x2d)
 
     def lift_normalized(self, x2d: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
-        """Root-relative 3D (B, J, 3) of normalised 2D poses (B, J, 2) (missing joints already 0)."""
+        """Root-relative 3D (B, J, 3) of normalised 2D poses (B, J, 2) (missing joints already 0).
+
+        With ``flip_test`` each pose is also lifted mirrored (x -> -x, left and right joints
+        swapped), the lift mirrored back, and the two averaged (test-time flip augmentation: twice
+        the network work; both lifts reproject onto the input, so their mean does too)."""
         from fastlift.ops import lift_to_3d
         x2d = x2d.to(self.device, torch.float32)
         outs = []
+        if self.flip_test:
+            from fastlift.data.layouts import get_layout
+            perm = torch.as_tensor(get_layout(H36M).flip_index, device=self.device)
+            if perm.numel() != self.num_joints:
+                raise ValueError(f"flip_test: the lifter has {self.num_joints} joints, the {H36M} layout "
+                                 f"{perm.numel()}")
+            m2 = torch.tensor([-1.0, 1.0], device=self.device)
+            m3 = torch.tensor([-1.0, 1.0, 1.0], device=self.device)
+
+        def lift(x):
+            Y = lift_to_3d(x, self.depth_offsets(x), c=self.c, floor=self.depth_floor, min_depth=self.min_depth)
+            return Y - Y[:, self.root:self.root + 1]
+
         with torch.inference_mode():
             for s in range(0, x2d.shape[0], batch_size):
                 x = x2d[s:s + batch_size]
-                Y = lift_to_3d(x, self.depth_offsets(x), c=self.c, floor=self.depth_floor, min_depth=self.min_depth)
-                outs.append(Y - Y[:, self.root:self.root + 1])
+                Y = lift(x)
+                if self.flip_test:
+                    Y = 0.5 * (Y + lift(x[:, perm] * m2)[:, perm] * m3)
+                outs.append(Y)
         if not outs:
             return torch.zeros(0, self.num_joints, 3, device=self.device)
         return torch.cat(outs) if len(outs) > 1 else outs[0]
