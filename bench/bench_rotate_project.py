@@ -32,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from roofline import copy_bandwidth_gbs, machine_description  # noqa: E402
 
 from fastlift.ops import available_backends, cycle_consistency_loss, cycle_consistency_loss_reference, \
-    cycle_reprojection_loss, lift_to_3d, rotate_project, rotate_project_reference, sample_rotations  # noqa: E402
+    cycle_reprojection_loss, lift_to_3d, rotate_project, rotate_project_reference, sample_rotations, \
+    weighted_cycle_reprojection_loss  # noqa: E402
 
 J = 17
 
@@ -72,6 +73,13 @@ def _two_op_loss(backend):
 
 def _fused_loss(backend):
     def f(x, Y_relift, R, Y_rot):
+        loss, _, _ = weighted_cycle_reprojection_loss(x, Y_relift, R, Y_rot, 1.0, 1.0, backend=backend)
+        return loss
+    return f
+
+
+def _two_pass_loss(backend):
+    def f(x, Y_relift, R, Y_rot):
         l2, l3 = cycle_reprojection_loss(x, Y_relift, R, Y_rot, backend=backend)
         return l2 + l3
     return f
@@ -85,6 +93,7 @@ def providers(device: str) -> dict:
     for b in kernel:
         if status[b].available and (b != "triton" or device == "cuda" or os.environ.get("FASTLIFT_BENCH_TRITON")):
             out[b] = _fused_loss(b)
+            out[f"{b}-2pass"] = _two_pass_loss(b)
             out[f"{b}-2op"] = _two_op_loss(b)
     return out
 
@@ -116,7 +125,8 @@ def best_time(fn, repeats: int = 10, warmup: int = 3, budget_s: float = 20.0) ->
 # ------------------------------------------------------------------------------------------------
 # pytest-benchmark suites (small N; ``pytest bench/bench_rotate_project.py``)
 
-PROVIDERS = ["reference", "compile", "cpu", "cpu-2op", "cuda", "cuda-2op", "triton", "triton-2op"]
+PROVIDERS = ["reference", "compile", "cpu", "cpu-2pass", "cpu-2op", "cuda", "cuda-2pass", "cuda-2op", "triton",
+             "triton-2pass", "triton-2op"]
 BENCH_DEVICE = os.environ.get("FASTLIFT_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
 
 

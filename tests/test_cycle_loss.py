@@ -1,10 +1,10 @@
-"""fastlift.ops.cycle_consistency_loss and cycle_reprojection_loss: every backend against the
-pure-torch reference; weights, masks, empty batches and non-finite values."""
+"""fastlift.ops.cycle_consistency_loss, cycle_reprojection_loss and weighted_cycle_reprojection_loss:
+every backend against the pure-torch reference; weights, masks, empty batches and non-finite values."""
 import pytest
 import torch
 
 from fastlift.ops import available_backends, cycle_consistency_loss, cycle_consistency_loss_reference, cycle_reprojection_loss, \
-    cycle_reprojection_loss_reference, lift_to_3d, rotate_project, sample_rotations
+    cycle_reprojection_loss_reference, lift_to_3d, rotate_project, sample_rotations, weighted_cycle_reprojection_loss
 from fastlift.testing import backend_device, backend_params
 
 KERNEL_BACKENDS = backend_params()
@@ -257,3 +257,260 @@ def test_compile_and_export_trace_without_graph_breaks(backend):
     assert any("fastlift.cycle_loss" in t for t in targets)
     assert any("fastlift.cycle_reprojection_loss" in t for t in targets)
     torch.testing.assert_close(ep.module()(x, yl, R, yr, w), f(x, yl, R, yr, w))
+
+
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_large_batches_take_the_streaming_store_path(renormalize, poisoned):
+    """Outputs of 8 MiB and more are written with non-temporal stores (the C++ lanes path): the
+    same numbers as the reference, every element written (poisoned allocations), an odd batch so
+    the scalar tail after the last full block is covered too."""
+    if not CPU:
+        pytest.skip("the compiled extension is not built")
+    n = 40009  # backward of the fused loss writes (51 + 9 + 51 + 34) floats per pose: 23 MB
+    x, _, yr, yl, R, w = cycle_inputs(n, seed=5, weights=True)
+    leaves = [t.clone().requires_grad_(True) for t in (x, yl, R, yr)]
+    l2, l3 = cycle_reprojection_loss(*leaves, weights=w, renormalize=renormalize, backend="cpu")
+    grads = torch.autograd.grad(1.3 * l2 + 0.7 * l3, leaves)
+    ref_leaves = [t.detach().double().requires_grad_(True) for t in (x, yl, R, yr)]
+    r2, r3 = cycle_reprojection_loss_reference(*ref_leaves, w.double(), renormalize=renormalize)
+    ref_grads = torch.autograd.grad(1.3 * r2 + 0.7 * r3, ref_leaves)
+    _rel_close(l2, r2, 2e-5)
+    _rel_close(l3, r3, 2e-5)
+    for g, rg in zip(grads, ref_grads):
+        assert torch.isfinite(g).all()
+        _rel_close(g, rg, 2e-5)
+    # rotate_project alone: forward (x2d, Y_rot: 85 floats per pose) and backward (gY, gR: 60)
+    Yg = yl.clone().requires_grad_(True)
+    Rg = R.clone().requires_grad_(True)
+    x2d, yrot = rotate_project(Yg, Rg, renormalize=renormalize, backend="cpu")
+    gx = torch.randn_like(x2d)
+    gy = torch.randn_like(yrot)
+    got = torch.autograd.grad((x2d * gx).sum() + (yrot * gy).sum(), (Yg, Rg))
+    Yd, Rd = yl.double().requires_grad_(True), R.double().requires_grad_(True)
+    from fastlift.ops import rotate_project_reference
+    xr, yrr = rotate_project_reference(Yd, Rd, renormalize=renormalize)
+    ref = torch.autograd.grad((xr * gx.double()).sum() + (yrr * gy.double()).sum(), (Yd, Rd))
+    _rel_close(x2d, xr, 2e-5)
+    _rel_close(yrot, yrr, 2e-5)
+    for g, rg in zip(got, ref):
+        _rel_close(g, rg, 2e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# weighted_cycle_reprojection_loss: w_2d loss_2d + w_3d loss_3d with the gradient computed in the
+# forward (one pass over the data on the cpu backend). The backward's incoming scalar is 1 (the
+# stored gradients handed over) or not (scaled).
+
+W2, W3 = 10.0, 30.0  # the default recipe's loss weights
+
+
+def weighted_reference(x, yl, R, yr, w, kind="mse", renormalize=False, scale=1.0, w2=W2, w3=W3):
+    """(loss, l2, l3, grads of scale * loss to (x, yl, R, yr)) in float64 through autograd."""
+    leaves = [t.detach().double().cpu().requires_grad_(True) for t in (x, yl, R, yr)]
+    r2, r3 = cycle_reprojection_loss_reference(*leaves, None if w is None else w.double().cpu(), kind,
+                                               renormalize=renormalize)
+    loss = w2 * r2 + w3 * r3
+    return (loss, r2, r3) + tuple(torch.autograd.grad(scale * loss, leaves))
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+@pytest.mark.parametrize("renormalize", [False, True])
+@pytest.mark.parametrize("kind,weights", [("mse", False), ("mse", True), ("l1", True)])
+@pytest.mark.parametrize("scale", [1.0, -2.5])
+def test_weighted_matches_reference(backend, renormalize, kind, weights, scale, poisoned):
+    device = backend_device(backend)
+    for n in sizes(backend):
+        x, _, yr, yl, R, w = cycle_inputs(n, device=device, weights=weights, seed=n + 3)
+        leaves = [t.clone().requires_grad_(True) for t in (x, yl, R, yr)]
+        loss, l2, l3 = weighted_cycle_reprojection_loss(*leaves, W2, W3, weights=w, kind=kind,
+                                                        renormalize=renormalize, backend=backend)
+        assert loss.shape == l2.shape == l3.shape == () and loss.dtype == torch.float32
+        assert loss.requires_grad and not l2.requires_grad and not l3.requires_grad
+        grads = torch.autograd.grad(scale * loss, leaves)
+        ref = weighted_reference(x, yl, R, yr, w, kind, renormalize, scale)
+        for got, want in zip((loss, l2, l3) + grads, ref):
+            assert torch.isfinite(got).all()
+            _rel_close(got, want, 2e-5)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_weighted_only_the_inputs_that_require_grad_get_one(backend, poisoned):
+    device = backend_device(backend)
+    x, _, yr, yl, R, w = cycle_inputs(29, device=device, weights=True)
+    ylg, Rg = yl.clone().requires_grad_(True), R.clone().requires_grad_(True)
+    loss, _, _ = weighted_cycle_reprojection_loss(x, ylg, Rg, yr, W2, W3, weights=w, renormalize=True,
+                                                  backend=backend)
+    loss.backward()
+    ref = weighted_reference(x, yl, R, yr, w, renormalize=True)
+    _rel_close(ylg.grad, ref[4], 2e-5)
+    _rel_close(Rg.grad, ref[5], 2e-5)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+def test_weighted_without_grad_is_the_weighted_forward(backend):
+    device = backend_device(backend)
+    x, _, yr, yl, R, w = cycle_inputs(31, device=device, weights=True)
+    with torch.no_grad():
+        loss, l2, l3 = weighted_cycle_reprojection_loss(x, yl, R, yr, W2, W3, weights=w, backend=backend)
+    r2, r3 = cycle_reprojection_loss(x, yl, R, yr, weights=w, backend=backend)
+    torch.testing.assert_close((l2, l3), (r2, r3), rtol=1e-6, atol=0)
+    torch.testing.assert_close(loss, W2 * r2 + W3 * r3, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_weighted_backward_twice_and_grad_accumulation(backend):
+    """The stored gradients are handed over as they are when the incoming gradient is 1: a retained
+    graph's second backward and .grad accumulation must still see the original values."""
+    x, _, yr, yl, R, w = cycle_inputs(40, weights=True)
+    ylg = yl.clone().requires_grad_(True)
+    loss, _, _ = weighted_cycle_reprojection_loss(x, ylg, R, yr, W2, W3, weights=w, backend=backend)
+    loss.backward(retain_graph=True)
+    first = ylg.grad.clone()
+    loss.backward(retain_graph=True)
+    torch.testing.assert_close(ylg.grad, 2 * first)
+    (g,) = torch.autograd.grad(loss, ylg)
+    torch.testing.assert_close(g, first)
+    _rel_close(first, weighted_reference(x, yl, R, yr, w)[4], 2e-5)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+def test_weighted_masked_nan_joints_all_zero_weights_and_empty_batch(backend, poisoned):
+    device = backend_device(backend)
+    x, _, yr, yl, R, w = cycle_inputs(13, j=5, device=device, weights=True)
+    w[:, 1] = 0
+    x, yr = x.clone(), yr.clone()
+    x[:, 1] = float("nan")
+    yr[:, 1] = float("inf")
+    leaves = [t.clone().requires_grad_(True) for t in (x, yl, R, yr)]
+    loss, l2, l3 = weighted_cycle_reprojection_loss(*leaves, W2, W3, weights=w, root=0, head=4, backend=backend)
+    r2, r3 = cycle_reprojection_loss(*(t.detach() for t in leaves), weights=w, root=0, head=4, backend="reference")
+    torch.testing.assert_close((l2, l3), (r2, r3), rtol=2e-5, atol=0)
+    for g in torch.autograd.grad(loss, leaves):
+        assert torch.isfinite(g).all()
+    for n, zero_w in ((6, True), (0, False)):
+        x, _, yr, yl, R, w = cycle_inputs(n, device=device, weights=True)
+        w = torch.zeros_like(w) if zero_w else None
+        leaves = [t.clone().requires_grad_(True) for t in (x, yl, R, yr)]
+        loss, l2, l3 = weighted_cycle_reprojection_loss(*leaves, W2, W3, weights=w, backend=backend)
+        assert loss.item() == 0 and l2.item() == 0 and l3.item() == 0
+        for g in torch.autograd.grad(loss, leaves, allow_unused=True):
+            assert g is None or (g == 0).all()
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+def test_weighted_non_finite_input_raises_clear_error(backend):
+    device = backend_device(backend)
+    x, _, yr, yl, R, _ = cycle_inputs(7, device=device)
+    yl = yl.clone()
+    yl[3, 4, 1] = float("nan")
+    ylg = yl.requires_grad_(True)
+    with pytest.raises(RuntimeError, match="loss_3d is nan"):
+        weighted_cycle_reprojection_loss(x, ylg, R, yr, backend=backend)
+    loss, _, l3 = weighted_cycle_reprojection_loss(x, ylg, R, yr, check_finite=False, backend=backend)
+    assert torch.isnan(l3) and torch.isnan(loss)
+
+
+@pytest.mark.parametrize("backend", CPU + ["reference"])
+@pytest.mark.parametrize("kind", ["mse", "l1"])
+def test_weighted_gradcheck_float64(backend, kind):
+    x, _, yr, yl, R, w = cycle_inputs(4, j=6, dtype=torch.float64, weights=True)
+    leaves = [t.clone().requires_grad_(True) for t in (x, yl, R, yr)]
+    for renorm in (False, True):
+        assert torch.autograd.gradcheck(
+            lambda *t: weighted_cycle_reprojection_loss(*t, 0.7, 1.9, weights=w, kind=kind, root=0, head=5,
+                                                        renormalize=renorm, backend=backend)[0], leaves)
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_weighted_deterministic_across_thread_counts(backend):
+    x, _, yr, yl, R, w = cycle_inputs(3001, weights=True)
+    prev = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            leaves = [v.clone().requires_grad_(True) for v in (yl, R, yr)]
+            loss, l2, l3 = weighted_cycle_reprojection_loss(x, *leaves[:2], leaves[2], W2, W3, weights=w,
+                                                            renormalize=True, backend=backend)
+            outs.append((loss, l2, l3) + torch.autograd.grad(loss, leaves))
+    finally:
+        torch.set_num_threads(prev)
+    assert all(torch.equal(a, b) for a, b in zip(*outs))
+
+
+@pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_weighted_large_batch_streams_its_gradients(backend, renormalize, poisoned):
+    """40009 poses: the gradients (8.6 MB and more) are written with non-temporal stores."""
+    x, _, yr, yl, R, w = cycle_inputs(40009, seed=9, weights=True)
+    leaves = [t.clone().requires_grad_(True) for t in (x, yl, R, yr)]
+    loss, l2, l3 = weighted_cycle_reprojection_loss(*leaves, W2, W3, weights=w, renormalize=renormalize,
+                                                    backend=backend)
+    grads = torch.autograd.grad(loss, leaves)
+    for got, want in zip((loss, l2, l3) + grads, weighted_reference(x, yl, R, yr, w, renormalize=renormalize)):
+        _rel_close(got, want, 5e-5)  # float32 against float64 over 2 M elements: the worst lies near 2.6e-5
+
+
+def test_weighted_bad_input_gives_clear_error():
+    x, _, yr, yl, R, w = cycle_inputs(4)
+    ylg = yl.clone().requires_grad_(True)
+    with pytest.raises(TypeError, match="w_2d must be a finite Python number"):
+        weighted_cycle_reprojection_loss(x, ylg, R, yr, torch.tensor(1.0))
+    with pytest.raises(TypeError, match="w_3d must be a finite Python number"):
+        weighted_cycle_reprojection_loss(x, ylg, R, yr, 1.0, float("nan"))
+    with pytest.raises(ValueError, match="R must have shape"):
+        weighted_cycle_reprojection_loss(x, ylg, R[:3], yr)
+    with pytest.raises(ValueError, match="root=17"):
+        weighted_cycle_reprojection_loss(x, ylg, R, yr, root=17)
+    with pytest.raises(ValueError, match="weights must have shape"):
+        weighted_cycle_reprojection_loss(x, ylg, R, yr, weights=torch.ones(4, 16))
+    with pytest.raises(ValueError, match="x must be a"):
+        weighted_cycle_reprojection_loss(x[..., :1], ylg, R, yr)
+
+
+@pytest.mark.parametrize("backend", [p for p in KERNEL_BACKENDS if p.id != "cuda"])
+def test_weighted_opcheck(backend):
+    x, _, yr, yl, R, w = cycle_inputs(5, weights=True)
+    leaves = [t.clone().requires_grad_(True) for t in (x, yl, R, yr)]
+    for ww, renorm, need in ((None, False, True), (w, True, False)):
+        torch.library.opcheck(torch.ops.fastlift.weighted_cycle_reprojection_loss.default,
+                              (*leaves, ww, False, 10.0, 0, True, 1.0, renorm, 10, 1e-6, W2, W3, need, need, True,
+                               backend))
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_weighted_compile_and_export_trace_without_graph_breaks(backend):
+    x, _, yr, yl, R, w = cycle_inputs(11, weights=True)
+
+    def f(x, yl, R, yr, w):
+        return weighted_cycle_reprojection_loss(x, yl, R, yr, W2, W3, weights=w, renormalize=True,
+                                                backend=backend)[0]
+
+    torch._dynamo.reset()
+    explain = torch._dynamo.explain(f)(x, yl.clone().requires_grad_(True), R, yr, w)
+    assert explain.graph_break_count == 0, explain.break_reasons
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    ylg = yl.clone().requires_grad_(True)
+    out = compiled(x, ylg, R, yr, w)
+    (g,) = torch.autograd.grad(3 * out, ylg)
+    ylr = yl.clone().requires_grad_(True)
+    ref = f(x, ylr, R, yr, w)
+    (g_ref,) = torch.autograd.grad(3 * ref, ylr)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(g, g_ref)
+
+    class M(torch.nn.Module):
+        def forward(self, x, yl, R, yr, w):
+            with torch.enable_grad():
+                return f(x, yl.requires_grad_(True), R, yr, w)
+
+    ep = torch.export.export(M(), (x, yl.clone(), R, yr, w))
+    targets = {str(n.target) for n in ep.graph.nodes}
+    assert any("fastlift.weighted_cycle_reprojection_loss" in t for t in targets), targets
+    torch.testing.assert_close(ep.module()(x, yl.clone(), R, yr, w), ref.detach())
+
+
+def test_weighted_cpu_kernel_is_registered():
+    if not available_backends()["cpu"].available:
+        pytest.skip("the compiled extension is not built")
+    assert hasattr(torch.ops.fastlift_C, "cycle_reproject_loss_forward_grad")

@@ -21,5 +21,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_
     const at::Tensor& R, const at::Tensor& y_rot, const std::optional<at::Tensor>& weights, const at::Tensor& wsum,
     bool l1, double c, int64_t root, bool transpose, double min_depth, bool renormalize, int64_t head, double eps,
     bool need_x, bool need_y_rot);
+// The loss and its gradient in one pass: the gradients of w_2d loss_2d + w_3d loss_3d (scaled by the
+// backward's incoming scalar later). Returns (loss_2d, loss_3d, wsum, grad_x or empty,
+// grad_y_relift, grad_R, grad_y_rot or empty).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+cycle_reproject_loss_forward_grad_cpu(const at::Tensor& x, const at::Tensor& y_relift, const at::Tensor& R,
+                                      const at::Tensor& y_rot, const std::optional<at::Tensor>& weights, bool l1,
+                                      double c, int64_t root, bool transpose, double min_depth, bool renormalize,
+                                      int64_t head, double eps, double w_2d, double w_3d, bool need_x,
+                                      bool need_y_rot);
 
 }  // namespace fastlift

@@ -83,7 +83,8 @@ FASTLIFT_SIMD void forward_block_impl(const float* x, const float* yl, const flo
 template <typename JT>
 FASTLIFT_SIMD void backward_range_impl(const float* x, const float* yl, const float* R, const float* yr,
                                        const float* w, const ReprojectArgs& a, JT J, float k2, float k3,
-                                       float* gyl, float* gR, float* gyr, float* gx, int64_t n0, int64_t n1) {
+                                       float* gyl, float* gR, float* gyr, float* gx, int64_t n0, int64_t n1,
+                                       bool stream) {
   lanes::LaneBuffer buf(24 * J + 18);
   vf *X = buf.data(), *YL = X + 2 * J, *YR = YL + 3 * J, *W = YR + 3 * J, *XB = W + J, *G2 = XB + 2 * J;
   vf *GYL = G2 + 2 * J, *GYR = GYL + 3 * J, *GX = GYR + 3 * J, *RS = GX + 2 * J, *GR = RS + 9;
@@ -96,11 +97,12 @@ FASTLIFT_SIMD void backward_range_impl(const float* x, const float* yl, const fl
     if (w) lanes::to_lanes(w + n * J, J, J, W);
     cycle_reproject_pose_backward<vf, float>(X, YL, RS, YR, w ? W : nullptr, a, J, k2, k3, GYL, GR,
                                              gyr ? GYR : nullptr, gx ? GX : nullptr, XB, G2);
-    lanes::from_lanes(GYL, 3 * J, gyl + n * 3 * J, 3 * J);
-    lanes::from_lanes(GR, 9, gR + n * 9, 9);
-    if (gyr) lanes::from_lanes(GYR, 3 * J, gyr + n * 3 * J, 3 * J);
-    if (gx) lanes::from_lanes(GX, 2 * J, gx + n * 2 * J, 2 * J);
+    lanes::store_rows(GYL, 3 * J, gyl + n * 3 * J, stream);
+    lanes::store_rows(GR, 9, gR + n * 9, stream);
+    if (gyr) lanes::store_rows(GYR, 3 * J, gyr + n * 3 * J, stream);
+    if (gx) lanes::store_rows(GX, 2 * J, gx + n * 2 * J, stream);
   }
+  if (stream) lanes::stream_fence();
   float* xb = reinterpret_cast<float*>(XB);
   float* g2 = reinterpret_cast<float*>(G2);
   for (; n < n1; ++n)
@@ -121,11 +123,90 @@ FASTLIFT_CLONES void forward_block_float(const float* x, const float* yl, const 
 }
 FASTLIFT_CLONES void backward_range_float(const float* x, const float* yl, const float* R, const float* yr,
                                           const float* w, const ReprojectArgs& a, float k2, float k3, float* gyl,
-                                          float* gR, float* gyr, float* gx, int64_t n0, int64_t n1) {
+                                          float* gR, float* gyr, float* gx, int64_t n0, int64_t n1, bool stream) {
   if (a.J == 17)
-    backward_range_impl(x, yl, R, yr, w, a, std::integral_constant<int64_t, 17>(), k2, k3, gyl, gR, gyr, gx, n0, n1);
+    backward_range_impl(x, yl, R, yr, w, a, std::integral_constant<int64_t, 17>(), k2, k3, gyl, gR, gyr, gx, n0, n1,
+                        stream);
   else
-    backward_range_impl(x, yl, R, yr, w, a, a.J, k2, k3, gyl, gR, gyr, gx, n0, n1);
+    backward_range_impl(x, yl, R, yr, w, a, a.J, k2, k3, gyl, gR, gyr, gx, n0, n1, stream);
+}
+
+// Loss and gradient in one pass (the loss is a graph's end, so its gradient is known in the forward,
+// up to the scalar the backward brings): poses [n0, n1) of one reduction block, loaded into lanes
+// once; the backward math writes the gradients of k2 * sum_2d + k3 * sum_3d and adds the loss sums
+// (out[0..1]) from the residuals it computes anyway.
+template <typename JT>
+FASTLIFT_SIMD void forward_grad_block_impl(const float* x, const float* yl, const float* R, const float* yr,
+                                           const float* w, const ReprojectArgs& a, JT J, float k2, float k3,
+                                           float* gyl, float* gR, float* gyr, float* gx, int64_t n0, int64_t n1,
+                                           bool stream, vf* buf, double* out) {
+  vf *X = buf, *YL = X + 2 * J, *YR = YL + 3 * J, *W = YR + 3 * J, *XB = W + J, *G2 = XB + 2 * J;
+  vf *GYL = G2 + 2 * J, *GYR = GYL + 3 * J, *GX = GYR + 3 * J, *RS = GX + 2 * J, *GR = RS + 9;
+  vf acc[3] = {vf{}, vf{}, vf{}};
+  int64_t n = n0;
+  for (; n + kLanes <= n1; n += kLanes) {
+    lanes::to_lanes(x + n * 2 * J, 2 * J, 2 * J, X);
+    lanes::to_lanes(yl + n * 3 * J, 3 * J, 3 * J, YL);
+    lanes::to_lanes(yr + n * 3 * J, 3 * J, 3 * J, YR);
+    lanes::to_lanes(R + n * 9, 9, 9, RS);
+    if (w) lanes::to_lanes(w + n * J, J, J, W);
+    cycle_reproject_pose_backward<vf, float>(X, YL, RS, YR, w ? W : nullptr, a, J, k2, k3, GYL, GR,
+                                             gyr ? GYR : nullptr, gx ? GX : nullptr, XB, G2, acc);
+    lanes::store_rows(GYL, 3 * J, gyl + n * 3 * J, stream);
+    lanes::store_rows(GR, 9, gR + n * 9, stream);
+    if (gyr) lanes::store_rows(GYR, 3 * J, gyr + n * 3 * J, stream);
+    if (gx) lanes::store_rows(GX, 2 * J, gx + n * 2 * J, stream);
+  }
+  double o[2] = {0, 0};
+  for (int i = 0; i < 2; ++i)
+    for (int l = 0; l < kLanes; ++l) o[i] += double(acc[i][l]);
+  float* xb = reinterpret_cast<float*>(XB);
+  float* g2 = reinterpret_cast<float*>(G2);
+  for (; n < n1; ++n) {
+    float s[3] = {0, 0, 0};
+    cycle_reproject_pose_backward<float, float>(x + n * 2 * J, yl + n * 3 * J, R + n * 9, yr + n * 3 * J,
+                                                w ? w + n * J : nullptr, a, J, k2, k3, gyl + n * 3 * J, gR + n * 9,
+                                                gyr ? gyr + n * 3 * J : nullptr, gx ? gx + n * 2 * J : nullptr,
+                                                xb, g2, s);
+    for (int i = 0; i < 2; ++i) o[i] += double(s[i]);
+  }
+  out[0] = o[0];
+  out[1] = o[1];
+}
+FASTLIFT_CLONES void forward_grad_range_float(const float* x, const float* yl, const float* R, const float* yr,
+                                              const float* w, const ReprojectArgs& a, float k2, float k3,
+                                              float* gyl, float* gR, float* gyr, float* gx, int64_t N, int64_t b0,
+                                              int64_t b1, bool stream, double* part) {
+  lanes::LaneBuffer buf(24 * a.J + 18);
+  for (int64_t b = b0; b < b1; ++b) {
+    const int64_t n0 = b * kBlockPoses, n1 = std::min(N, n0 + kBlockPoses);
+    if (a.J == 17)
+      forward_grad_block_impl(x, yl, R, yr, w, a, std::integral_constant<int64_t, 17>(), k2, k3, gyl, gR, gyr, gx,
+                              n0, n1, stream, buf.data(), part + 2 * b);
+    else
+      forward_grad_block_impl(x, yl, R, yr, w, a, a.J, k2, k3, gyl, gR, gyr, gx, n0, n1, stream, buf.data(),
+                              part + 2 * b);
+  }
+  if (stream) lanes::stream_fence();
+}
+
+// Sum of the kept weights (w > 0; NaN and negative weights count as 0, as in the losses), in
+// double over fixed blocks: the same for any thread count.
+template <typename T>
+double kept_weight_sum(const T* w, int64_t count) {
+  constexpr int64_t kBlock = 4096;
+  const int64_t nb = (count + kBlock - 1) / kBlock;
+  std::vector<double> part(static_cast<size_t>(nb));
+  at::parallel_for(0, nb, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      double s = 0;
+      for (int64_t i = b * kBlock; i < std::min(count, (b + 1) * kBlock); ++i) s += w[i] > T(0) ? double(w[i]) : 0.0;
+      part[b] = s;
+    }
+  });
+  double tot = 0;
+  for (double s : part) tot += s;
+  return tot;
 }
 }  // namespace
 
@@ -195,9 +276,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_
     float* gyrp = need_y_rot ? gyr.data_ptr<float>() : nullptr;
     float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
     const int64_t steps = (N + kLanes - 1) / kLanes;
+    const int64_t out_floats = N * (3 * J + 9 + (need_y_rot ? 3 * J : 0) + (need_x ? 2 * J : 0));
+    const bool stream = lanes::use_streaming_stores(int64_t(sizeof(float)) * out_floats, {gylp, gRp, gyrp, gxp});
     at::parallel_for(0, steps, std::max<int64_t>(1, 1024 / std::max<int64_t>(J, 1)), [&](int64_t s0, int64_t s1) {
       backward_range_float(xp, ylp, Rp, yrp, w, a, float(k2), float(k3), gylp, gRp, gyrp, gxp, s0 * kLanes,
-                           std::min(N, s1 * kLanes));
+                           std::min(N, s1 * kLanes), stream);
     });
   } else {
     const double* w = weights.has_value() ? weights->data_ptr<double>() : nullptr;
@@ -218,6 +301,72 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_
   return {gx, gyl, gR, gyr};
 }
 
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+cycle_reproject_loss_forward_grad_cpu(const at::Tensor& x, const at::Tensor& y_relift, const at::Tensor& R,
+                                      const at::Tensor& y_rot, const std::optional<at::Tensor>& weights, bool l1,
+                                      double c, int64_t root, bool transpose, double min_depth, bool renormalize,
+                                      int64_t head, double eps, double w_2d, double w_3d, bool need_x,
+                                      bool need_y_rot) {
+  const ReprojectArgs a =
+      check_inputs(x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth, renormalize, head, eps);
+  const int64_t N = x.size(0), J = a.J;
+  at::Tensor gyl = at::empty_like(y_relift), gR = at::empty_like(R);
+  at::Tensor gyr = need_y_rot ? at::empty_like(y_rot) : at::empty({0}, y_rot.options());
+  at::Tensor gx = need_x ? at::empty_like(x) : at::empty({0}, x.options());
+  // The mean's denominator first (one pass over the weights only): every gradient carries it.
+  double W = double(N) * double(J);
+  if (weights.has_value())
+    W = x.scalar_type() == at::kFloat ? kept_weight_sum(weights->data_ptr<float>(), N * J)
+                                      : kept_weight_sum(weights->data_ptr<double>(), N * J);
+  const double den = std::max(W, double(std::numeric_limits<float>::min()));
+  const double k2 = w_2d / (2 * den), k3 = w_3d / (3 * den);
+  const int64_t nblocks = (N + kBlockPoses - 1) / kBlockPoses;
+  std::vector<double> part(static_cast<size_t>(2 * nblocks));
+  if (x.scalar_type() == at::kFloat) {
+    const float* w = weights.has_value() ? weights->data_ptr<float>() : nullptr;
+    const float *xp = x.data_ptr<float>(), *ylp = y_relift.data_ptr<float>(), *Rp = R.data_ptr<float>(),
+                *yrp = y_rot.data_ptr<float>();
+    float *gylp = gyl.data_ptr<float>(), *gRp = gR.data_ptr<float>();
+    float* gyrp = need_y_rot ? gyr.data_ptr<float>() : nullptr;
+    float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
+    const int64_t out_floats = N * (3 * J + 9 + (need_y_rot ? 3 * J : 0) + (need_x ? 2 * J : 0));
+    const bool stream = lanes::use_streaming_stores(int64_t(sizeof(float)) * out_floats, {gylp, gRp, gyrp, gxp});
+    const int64_t grain = std::max<int64_t>(1, 256 / std::max<int64_t>(J, 1));
+    at::parallel_for(0, nblocks, grain, [&](int64_t b0, int64_t b1) {
+      forward_grad_range_float(xp, ylp, Rp, yrp, w, a, float(k2), float(k3), gylp, gRp, gyrp, gxp, N, b0, b1, stream,
+                               part.data());
+    });
+  } else {
+    const double* w = weights.has_value() ? weights->data_ptr<double>() : nullptr;
+    const double *xp = x.data_ptr<double>(), *ylp = y_relift.data_ptr<double>(), *Rp = R.data_ptr<double>(),
+                 *yrp = y_rot.data_ptr<double>();
+    double *gylp = gyl.data_ptr<double>(), *gRp = gR.data_ptr<double>();
+    double* gyrp = need_y_rot ? gyr.data_ptr<double>() : nullptr;
+    double* gxp = need_x ? gx.data_ptr<double>() : nullptr;
+    at::parallel_for(0, nblocks, std::max<int64_t>(1, 256 / std::max<int64_t>(J, 1)), [&](int64_t b0, int64_t b1) {
+      std::vector<double> scratch(static_cast<size_t>(4 * J));
+      for (int64_t b = b0; b < b1; ++b) {
+        double s[3] = {0, 0, 0};
+        for (int64_t n = b * kBlockPoses; n < std::min(N, (b + 1) * kBlockPoses); ++n) {
+          cycle_reproject_pose_backward<double, double>(
+              xp + n * 2 * J, ylp + n * 3 * J, Rp + n * 9, yrp + n * 3 * J, w ? w + n * J : nullptr, a, J, k2, k3,
+              gylp + n * 3 * J, gRp + n * 9, gyrp ? gyrp + n * 3 * J : nullptr, gxp ? gxp + n * 2 * J : nullptr,
+              scratch.data(), scratch.data() + 2 * J, s);
+        }
+        part[2 * b] = s[0];
+        part[2 * b + 1] = s[1];
+      }
+    });
+  }
+  double tot[2] = {0, 0};
+  for (int64_t b = 0; b < nblocks; ++b)
+    for (int i = 0; i < 2; ++i) tot[i] += part[2 * b + i];
+  const auto opts = x.options();
+  return {at::full({}, tot[0] / (2 * den), opts), at::full({}, tot[1] / (3 * den), opts), at::full({}, W, opts),
+          gx, gyl, gR, gyr};
+}
+
 }  // namespace fastlift
 
 TORCH_LIBRARY_FRAGMENT(fastlift_C, m) {
@@ -229,9 +378,15 @@ TORCH_LIBRARY_FRAGMENT(fastlift_C, m) {
       "cycle_reproject_loss_backward(Tensor grad_2d, Tensor grad_3d, Tensor x, Tensor y_relift, Tensor R, "
       "Tensor y_rot, Tensor? weights, Tensor wsum, bool l1, float c, int root, bool transpose, float min_depth, "
       "bool renormalize, int head, float eps, bool need_x, bool need_y_rot) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "cycle_reproject_loss_forward_grad(Tensor x, Tensor y_relift, Tensor R, Tensor y_rot, Tensor? weights, "
+      "bool l1, float c, int root, bool transpose, float min_depth, bool renormalize, int head, float eps, "
+      "float w_2d, float w_3d, bool need_x, bool need_y_rot) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastlift_C, CPU, m) {
   m.impl("cycle_reproject_loss_forward", &fastlift::cycle_reproject_loss_forward_cpu);
   m.impl("cycle_reproject_loss_backward", &fastlift::cycle_reproject_loss_backward_cpu);
+  m.impl("cycle_reproject_loss_forward_grad", &fastlift::cycle_reproject_loss_forward_grad_cpu);
 }

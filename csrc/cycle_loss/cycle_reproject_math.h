@@ -91,7 +91,10 @@ FASTLIFT_HDI void cycle_reproject_pose_forward(const E* __restrict__ x, const E*
 }
 
 // Gradients of g2 loss_2d + g3 loss_3d given k2 = g2 / (2 W), k3 = g3 / (3 W): gyl (J x 3), gR
-// (3 x 3), and, where not nullptr, gyr = -dL/dY_relift's 3D part and gx = -dL/dx_back.
+// (3 x 3), and, where not nullptr, gyr = -dL/dY_relift's 3D part and gx = -dL/dx_back. With acc
+// (not nullptr) it also adds the pose's sums to acc[0..2] as cycle_reproject_pose_forward does,
+// from the residuals it computes anyway: the loss and its gradient in one pass (f is even, so
+// the residual's sign does not matter).
 // xb, g2buf: 2 J scratch each. The soft floor is recomputed from Y_relift and R (the step is bound
 // by memory traffic, not by this arithmetic: saving it from the forward measured no faster).
 template <typename E, typename S, typename JT>
@@ -100,7 +103,7 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
                                                 const E* __restrict__ w, const ReprojectArgs& a, JT J, S k2,
                                                 S k3, E* __restrict__ gyl, E* __restrict__ gR,
                                                 E* __restrict__ gyr, E* __restrict__ gx, E* __restrict__ xb,
-                                                E* __restrict__ g2buf) {
+                                                E* __restrict__ g2buf, E* acc = nullptr) {
   const E zero = E{} + S(0);
   if (!a.renorm) {  // one fused loop per joint: projection, loss gradient, back through the projection
     E M[9], G[9];
@@ -121,8 +124,14 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
       const auto keep = w ? (w[j] > S(0)) : (zero == zero);
       const E wk = w ? fl_select(keep, w[j], zero) : zero + S(1);
       const E a2 = wk * k2, a3 = wk * k3;
-      const E g0 = fl_select(keep, a2 * cyc_df<E, S>(q0 * u - x[2 * j], a.l1), zero);
-      const E g1 = fl_select(keep, a2 * cyc_df<E, S>(q1 * u - x[2 * j + 1], a.l1), zero);
+      const E r0 = q0 * u - x[2 * j], r1 = q1 * u - x[2 * j + 1];
+      const E g0 = fl_select(keep, a2 * cyc_df<E, S>(r0, a.l1), zero);
+      const E g1 = fl_select(keep, a2 * cyc_df<E, S>(r1, a.l1), zero);
+      if (acc) {
+        acc[0] = acc[0] + wk * (cyc_f<E, S>(fl_select(keep, r0, zero), a.l1) +
+                                cyc_f<E, S>(fl_select(keep, r1, zero), a.l1));
+        acc[2] = acc[2] + wk;
+      }
       if (gx) {
         gx[2 * j] = -g0;
         gx[2 * j + 1] = -g1;
@@ -136,7 +145,9 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
       s2 = s2 + gp[2];
       const E p[3] = {p0, p1, p2};
       for (int i = 0; i < 3; ++i) {
-        const E g = fl_select(keep, a3 * cyc_df<E, S>(p[i] - (yr[3 * j + i] - t[i]), a.l1), zero);
+        const E r = p[i] - (yr[3 * j + i] - t[i]);
+        const E g = fl_select(keep, a3 * cyc_df<E, S>(r, a.l1), zero);
+        if (acc) acc[1] = acc[1] + wk * cyc_f<E, S>(fl_select(keep, r, zero), a.l1);
         gyl[3 * j + i] = gp[i] + g;
         h[i] = h[i] + g;
         if (gyr) gyr[3 * j + i] = -g;
@@ -160,6 +171,14 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
       g2buf[2 * j + i] = g;
       if (gx) gx[2 * j + i] = -g;
     }
+    if (acc) {
+      const auto keep = w ? (w[j] > S(0)) : (zero == zero);
+      const E wk = w ? fl_select(keep, w[j], zero) : zero + S(1);
+      E e2 = zero;
+      for (int i = 0; i < 2; ++i) e2 = e2 + cyc_f<E, S>(fl_select(keep, x[2 * j + i] - xb[2 * j + i], zero), a.l1);
+      acc[0] = acc[0] + wk * e2;
+      acc[2] = acc[2] + wk;
+    }
   }
   rotate_project_pose_backward<E, S>(g2buf, static_cast<const E*>(nullptr), yl, R, gyl, gR, J, a.root,
                                      a.transpose, S(a.c), S(a.m), a.renorm, a.head, S(a.eps));
@@ -170,8 +189,12 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
   }
   for (int64_t j = 0; j < J; ++j) {
     const E a3 = w ? fl_select(w[j] > S(0), w[j] * k3, zero) : zero + k3;
+    const auto keep3 = w ? (w[j] > S(0)) : (zero == zero);
+    const E wk3 = w ? fl_select(keep3, w[j], zero) : zero + S(1);
     for (int i = 0; i < 3; ++i) {
-      const E g = fl_select(a3 != S(0), a3 * cyc_df<E, S>((yl[3 * j + i] - yr[3 * j + i]) - dr[i], a.l1), zero);
+      const E r = (yl[3 * j + i] - yr[3 * j + i]) - dr[i];
+      if (acc) acc[1] = acc[1] + wk3 * cyc_f<E, S>(fl_select(keep3, r, zero), a.l1);
+      const E g = fl_select(a3 != S(0), a3 * cyc_df<E, S>(r, a.l1), zero);
       gyl[3 * j + i] = gyl[3 * j + i] + g;
       h[i] = h[i] + g;
       if (gyr) gyr[3 * j + i] = -g;

@@ -81,8 +81,9 @@ std::tuple<at::Tensor, at::Tensor> rotate_project_forward_cpu(const at::Tensor& 
     const float* Rp = R.data_ptr<float>();
     float* xp = x2d.data_ptr<float>();
     float* yp = yrot.data_ptr<float>();
+    const bool stream = lanes::use_streaming_stores(int64_t(sizeof(float)) * N * J * 5, {xp, yp});
     at::parallel_for(0, (N + kLanes - 1) / kLanes, grain_for(J) / kLanes + 1, [&](int64_t b0, int64_t b1) {
-      lanes::forward_lanes(Yp, Rp, xp, yp, b0 * kLanes, std::min(N, b1 * kLanes), a);
+      lanes::forward_lanes(Yp, Rp, xp, yp, b0 * kLanes, std::min(N, b1 * kLanes), a, stream);
     });
     return {x2d, yrot};
   }
@@ -120,8 +121,9 @@ std::tuple<at::Tensor, at::Tensor> rotate_project_backward_cpu(
     float* gYp = gY.data_ptr<float>();
     float* gRp = gR.data_ptr<float>();
     const lanes::RPArgs a{J, root, head, transpose, renormalize, float(c), float(min_depth), float(eps)};
+    const bool stream = lanes::use_streaming_stores(int64_t(sizeof(float)) * N * (3 * J + 9), {gYp, gRp});
     at::parallel_for(0, (N + kLanes - 1) / kLanes, grain_for(J) / kLanes + 1, [&](int64_t b0, int64_t b1) {
-      lanes::backward_lanes(g2, g3, Yp, Rp, gYp, gRp, b0 * kLanes, std::min(N, b1 * kLanes), a);
+      lanes::backward_lanes(g2, g3, Yp, Rp, gYp, gRp, b0 * kLanes, std::min(N, b1 * kLanes), a, stream);
     });
     return {gY, gR};
   }

@@ -15,6 +15,7 @@ from fastlift.ops.cycle_loss import (
     cycle_consistency_loss_reference,
     cycle_reprojection_loss,
     cycle_reprojection_loss_reference,
+    weighted_cycle_reprojection_loss,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "cycle_consistency_loss_reference",
     "cycle_reprojection_loss",
     "cycle_reprojection_loss_reference",
+    "weighted_cycle_reprojection_loss",
 ]

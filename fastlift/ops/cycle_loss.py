@@ -35,6 +35,7 @@ __all__ = [
     "cycle_consistency_loss_reference",
     "cycle_reprojection_loss",
     "cycle_reprojection_loss_reference",
+    "weighted_cycle_reprojection_loss",
 ]
 
 _KINDS = ("mse", "l1")
@@ -67,7 +68,7 @@ def cycle_consistency_loss_reference(x: torch.Tensor, x_back: torch.Tensor, Y_ro
 
 def _raise_if_not_finite(l2: torch.Tensor, l3: torch.Tensor, op: str = "cycle_consistency_loss",
                          sources: tuple[str, str] = ("x or x_back", "Y_rot or Y_relift")) -> None:
-    bad = [f"{name} is {float(v)} ({what} holds NaN/inf at a joint with weight > 0)"
+    bad = [f"{name} is {float(v.detach())} ({what} holds NaN/inf at a joint with weight > 0)"
            for name, v, what in (("loss_2d", l2, sources[0]), ("loss_3d", l3, sources[1]))
            if not bool(torch.isfinite(v))]
     if bad:
@@ -387,3 +388,140 @@ def cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R: torch.Te
     l2, l3, _ = _cycle_reproject_op(x.contiguous(), Y_relift.contiguous(), R.contiguous(), Y_rot.contiguous(),
                                     weights, kind == "l1", *args, bool(check_finite), chosen)
     return l2, l3
+
+
+# ------------------------------------------------------------------------------------------------
+# The weighted sum w_2d loss_2d + w_3d loss_3d with its gradient computed in the forward pass.
+
+@torch.library.custom_op("fastlift::weighted_cycle_reprojection_loss", mutates_args=())
+def _weighted_reproject_op(x: torch.Tensor, y_relift: torch.Tensor, R: torch.Tensor, y_rot: torch.Tensor,
+                           weights: torch.Tensor | None, l1: bool, c: float, root: int, transpose: bool,
+                           min_depth: float, renormalize: bool, head: int, eps: float, w_2d: float, w_3d: float,
+                           need_x: bool, need_y_rot: bool, check_finite: bool, backend: str
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                      torch.Tensor, torch.Tensor]:
+    """(loss, loss_2d, loss_3d, dloss/dx or empty, dloss/dY_relift, dloss/dR, dloss/dY_rot or empty)."""
+    args = (c, root, transpose, min_depth, renormalize, head, eps)
+    if backend == "cpu":  # one pass: the losses and the gradients from one read of the inputs
+        l2, l3, _, gx, gyl, gR, gyr = torch.ops.fastlift_C.cycle_reproject_loss_forward_grad(
+            x, y_relift, R, y_rot, weights, l1, *args, w_2d, w_3d, need_x, need_y_rot)
+    else:  # the two passes of the fused op, the backward run at once with the loss weights
+        l2, l3, wsum = _reproject_launch(x, y_relift, R, y_rot, weights, l1, args, backend)
+        g2, g3 = torch.full_like(l2, w_2d), torch.full_like(l3, w_3d)
+        gx, gyl, gR, gyr = _cycle_reproject_backward_op(g2, g3, x, y_relift, R, y_rot, weights, wsum, l1, *args,
+                                                        need_x, need_y_rot, backend)
+    if check_finite:
+        _raise_if_not_finite(l2, l3, "weighted_cycle_reprojection_loss", ("x or Y_relift or R", "Y_rot or Y_relift"))
+    return l2 * w_2d + l3 * w_3d, l2, l3, gx, gyl, gR, gyr
+
+
+@_weighted_reproject_op.register_fake
+def _(x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth, renormalize, head, eps, w_2d, w_3d, need_x,
+      need_y_rot, check_finite, backend):
+    return (x.new_empty(()), x.new_empty(()), x.new_empty(()),
+            torch.empty_like(x) if need_x else x.new_empty(0), torch.empty_like(y_relift), torch.empty_like(R),
+            torch.empty_like(y_rot) if need_y_rot else y_rot.new_empty(0))
+
+
+def _weighted_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*output[3:])
+    ctx.mark_non_differentiable(*output[1:])
+
+
+def _plain_eager_one(grad: torch.Tensor) -> bool:
+    """True when grad is an ordinary CPU tensor holding exactly 1 (reading it is free there). Under
+    tracing (torch.compile, export, opcheck: fake, functional or proxied tensors) its value is not
+    known, and the stored gradients are always scaled."""
+    return (type(grad) is torch.Tensor and grad.device.type == "cpu" and not torch.compiler.is_compiling()
+            and torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.PROXY) is None
+            and grad.item() == 1.0)
+
+
+def _weighted_backward(ctx, grad, *_unused):
+    stored = ctx.saved_tensors  # (gx, gyl, gR, gyr): the gradients of the loss itself
+    if _plain_eager_one(grad):
+        scaled = stored  # the usual case (the loss, or a sum containing it, is what backward() started from)
+    else:
+        scaled = tuple(g * grad for g in stored)
+    need = ctx.needs_input_grad
+    gx, gyl, gR, gyr = scaled
+    # gx / gyr are 1-D placeholders where the op was told not to compute them (need_x, need_y_rot)
+    return ((gx if need[0] and gx.dim() == 3 else None), (gyl if need[1] else None), (gR if need[2] else None),
+            (gyr if need[3] and gyr.dim() == 3 else None)) + (None,) * 15
+
+
+_weighted_reproject_op.register_autograd(_weighted_backward, setup_context=_weighted_setup_context)
+
+
+def weighted_cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R: torch.Tensor, Y_rot: torch.Tensor,
+                                     w_2d: float = 1.0, w_3d: float = 1.0, weights: torch.Tensor | None = None,
+                                     kind: str = "mse", c: float = 10.0, root: int = 0, transpose: bool = True,
+                                     min_depth: float = 1.0, renormalize: bool = False, head: int = 10,
+                                     eps: float = 1e-6, check_finite: bool = True, backend: str | None = None
+                                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``w_2d * loss_2d + w_3d * loss_3d`` of :func:`cycle_reprojection_loss`, forward and backward in
+    one pass over the data.
+
+    A loss is the end of a graph: its gradient is known in the forward, up to the one scalar the
+    backward brings. So where gradients are needed the forward also writes dloss/dY_relift and
+    dloss/dR (and dloss/dx, dloss/dY_rot when those require grad) while the inputs are in cache,
+    and the backward only scales them (not even that when the incoming gradient is exactly 1, as
+    from ``loss.backward()`` or a sum of losses). On the ``cpu`` backend the inputs are read once
+    instead of twice; the other backends run the two passes of :func:`cycle_reprojection_loss`
+    inside the same op. The gradients are held from the forward to the backward (60 floats per
+    pose for J = 17), in place of nothing: keep the result only as long as its backward is due.
+
+    Args:
+        x, Y_relift, R, Y_rot, weights, kind, c, root, transpose, min_depth, renormalize, head, eps,
+        check_finite, backend: as in :func:`cycle_reprojection_loss`.
+        w_2d, w_3d: the weights of the two losses in the returned sum (floats, fixed per call).
+
+    Returns:
+        ``(loss, loss_2d, loss_3d)``: the 0-dim weighted sum, differentiable in ``Y_relift`` and
+        ``R`` (and ``x``, ``Y_rot`` when they require grad), and the two per-element means as
+        values without gradient (for logging).
+    """
+    op = "weighted_cycle_reprojection_loss"
+    for name, v in (("w_2d", w_2d), ("w_3d", w_3d)):
+        if isinstance(v, torch.Tensor) or not isinstance(v, (int, float)) or v != v or abs(v) == float("inf"):
+            raise TypeError(f"fastlift.ops.{op}: {name} must be a finite Python number, got {v!r}")
+    need_grad = torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad
+                                                for t in (x, Y_relift, R, Y_rot))
+    if not need_grad:
+        l2, l3 = cycle_reprojection_loss(x, Y_relift, R, Y_rot, weights, kind, c, root, transpose, min_depth,
+                                         renormalize, head, eps, check_finite, backend)
+        return l2 * w_2d + l3 * w_3d, l2, l3
+    if not isinstance(R, torch.Tensor):
+        raise TypeError(f"fastlift.ops.{op}: R must be a torch.Tensor, got {type(R).__name__}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != 2:
+        raise ValueError(f"fastlift.ops.{op}: x must be a (N, J, 2) tensor")
+    chosen = resolve_backend(op, x.device, backend, _supported_backends(
+        ("cycle_reproject_loss_forward", "cycle_reproject_loss_backward", "cycle_reproject_loss_forward_grad")
+        if x.device.type == "cpu" else ("cycle_reproject_loss_forward", "cycle_reproject_loss_backward"),
+        "cycle_loss"))
+    if chosen == "reference":
+        l2, l3 = cycle_reprojection_loss(x, Y_relift, R, Y_rot, weights, kind, c, root, transpose, min_depth,
+                                         renormalize, head, eps, check_finite, "reference")
+        return l2 * w_2d + l3 * w_3d, l2.detach(), l3.detach()
+    # the shared argument checks (shapes, dtypes, devices, indices) of the two-pass op
+    N, J = x.shape[:2]
+    dtype = _check_loss_inputs(op, x, x, Y_rot, Y_relift, weights, kind)
+    if R.shape != (N, 3, 3):
+        raise ValueError(f"fastlift.ops.{op}: R must have shape (N, 3, 3) = ({N}, 3, 3), got {tuple(R.shape)}")
+    if R.device != x.device:
+        raise ValueError(f"fastlift.ops.{op}: R is on {R.device} but x on {x.device}")
+    dtype = torch.float64 if compute_dtype(R, "R", op) == torch.float64 else dtype
+    if not 0 <= int(root) < J:
+        raise ValueError(f"fastlift.ops.{op}: root={root} is not a joint index in [0, {J})")
+    if renormalize and (not 0 <= int(head) < J or head == root):
+        raise ValueError(f"fastlift.ops.{op}: head={head} must be a joint index in [0, {J}) other than root")
+    if not (c > 0 and min_depth > 0 and eps > 0):
+        raise ValueError(f"fastlift.ops.{op}: c, min_depth and eps must be positive")
+    need_x, need_y_rot = bool(x.requires_grad), bool(Y_rot.requires_grad)
+    x, Y_relift, R, Y_rot = (t.to(dtype).contiguous() for t in (x, Y_relift, R, Y_rot))
+    if weights is not None:
+        weights = weights.to(dtype).contiguous()
+    args = (float(c), int(root), bool(transpose), float(min_depth), bool(renormalize), int(head), float(eps))
+    loss, l2, l3, *_ = _weighted_reproject_op(x, Y_relift, R, Y_rot, weights, kind == "l1", *args, float(w_2d),
+                                              float(w_3d), need_x, need_y_rot, bool(check_finite), chosen)
+    return loss, l2, l3
