@@ -11,12 +11,14 @@ The timed step is one forward and backward of
     (loss_2d + loss_3d).backward()                                   # gradients to Y_relift and R
 
 Providers: ``reference`` (the pure-torch ops, eager), ``compile`` (``torch.compile`` of that same
-reference function), ``cpu`` (the fused C++ op ``cycle_reprojection_loss``: x_back never stored),
-``cpu-2op`` (the two C++ ops ``rotate_project`` + ``cycle_consistency_loss``), and on a GPU
-``cuda`` / ``triton`` (fused) and ``cuda-2op`` / ``triton-2op``. Ratios are measured in the same
-run. Effective GB/s counts the bytes the step must move at least (read x, Y_relift, R, Y_rot twice,
-forward and backward; write dL/dY_relift and dL/dR once) against the copy bandwidth of
-bench/roofline.py.
+reference function), ``cpu`` (``weighted_cycle_reprojection_loss(..., 1, 1)``: the loss and its
+gradient in one pass over the data, the backward hands the stored gradient over),
+``cpu-2pass`` (``cycle_reprojection_loss``: x_back never stored, one pass forward and one
+backward), ``cpu-2op`` (the two C++ ops ``rotate_project`` + ``cycle_consistency_loss``), and on
+a GPU the same three for ``cuda`` and ``triton`` (there ``cuda``/``triton`` run the two passes
+inside the weighted op). Ratios are measured in the same run. Effective GB/s counts the bytes the
+step must move at least (read x, Y_relift, R, Y_rot once; write dL/dY_relift and dL/dR once)
+against the copy bandwidth of bench/roofline.py.
 """
 from __future__ import annotations
 
@@ -51,10 +53,11 @@ def make_inputs(n: int, device: str = "cpu", seed: int = 0):
 
 
 def step_bytes(n: int, j: int = J, itemsize: int = 4) -> int:
-    """Bytes one forward+backward must move at least: inputs read twice, dL/dY_relift and dL/dR written."""
+    """Bytes one forward+backward must move at least: inputs read once, dL/dY_relift and dL/dR written
+    once (what the one-pass op moves; a forward and a backward pass read the inputs twice)."""
     inputs = n * (j * 2 + j * 3 + 9 + j * 3)
     grads = n * (j * 3 + 9)
-    return itemsize * (2 * inputs + grads)
+    return itemsize * (inputs + grads)
 
 
 def _reference_loss(x, Y_relift, R, Y_rot):
