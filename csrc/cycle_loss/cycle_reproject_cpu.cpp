@@ -50,6 +50,17 @@ ReprojectArgs check_inputs(const at::Tensor& x, const at::Tensor& yl, const at::
   return ReprojectArgs{J, root, head, transpose, renorm, l1, c, min_depth, eps};
 }
 
+// Poses [n, n + kLanes) of every input into lane-major scratch (W only with weights).
+template <typename JT>
+FASTLIFT_SIMD void load_lanes(const float* x, const float* yl, const float* R, const float* yr, const float* w,
+                              JT J, int64_t n, vf* X, vf* YL, vf* RS, vf* YR, vf* W) {
+  lanes::to_lanes(x + n * 2 * J, 2 * J, 2 * J, X);
+  lanes::to_lanes(yl + n * 3 * J, 3 * J, 3 * J, YL);
+  lanes::to_lanes(yr + n * 3 * J, 3 * J, 3 * J, YR);
+  lanes::to_lanes(R + n * 9, 9, 9, RS);
+  if (w) lanes::to_lanes(w + n * J, J, J, W);
+}
+
 // Sums of poses [n0, n1) in kLanes lanes (full steps) plus scalar tail poses; out[3] in double.
 template <typename JT>
 FASTLIFT_SIMD void forward_block_impl(const float* x, const float* yl, const float* R, const float* yr,
@@ -60,11 +71,7 @@ FASTLIFT_SIMD void forward_block_impl(const float* x, const float* yl, const flo
   vf acc[3] = {vf{}, vf{}, vf{}};
   int64_t n = n0;
   for (; n + kLanes <= n1; n += kLanes) {
-    lanes::to_lanes(x + n * 2 * J, 2 * J, 2 * J, X);
-    lanes::to_lanes(yl + n * 3 * J, 3 * J, 3 * J, YL);
-    lanes::to_lanes(yr + n * 3 * J, 3 * J, 3 * J, YR);
-    lanes::to_lanes(R + n * 9, 9, 9, RS);
-    if (w) lanes::to_lanes(w + n * J, J, J, W);
+    load_lanes(x, yl, R, yr, w, J, n, X, YL, RS, YR, W);
     cycle_reproject_pose_forward<vf, float>(X, YL, RS, YR, w ? W : nullptr, a, J, XB, acc);
   }
   double o[3] = {0, 0, 0};
@@ -90,11 +97,7 @@ FASTLIFT_SIMD void backward_range_impl(const float* x, const float* yl, const fl
   vf *GYL = G2 + 2 * J, *GYR = GYL + 3 * J, *GX = GYR + 3 * J, *RS = GX + 2 * J, *GR = RS + 9;
   int64_t n = n0;
   for (; n + kLanes <= n1; n += kLanes) {
-    lanes::to_lanes(x + n * 2 * J, 2 * J, 2 * J, X);
-    lanes::to_lanes(yl + n * 3 * J, 3 * J, 3 * J, YL);
-    lanes::to_lanes(yr + n * 3 * J, 3 * J, 3 * J, YR);
-    lanes::to_lanes(R + n * 9, 9, 9, RS);
-    if (w) lanes::to_lanes(w + n * J, J, J, W);
+    load_lanes(x, yl, R, yr, w, J, n, X, YL, RS, YR, W);
     cycle_reproject_pose_backward<vf, float>(X, YL, RS, YR, w ? W : nullptr, a, J, k2, k3, GYL, GR,
                                              gyr ? GYR : nullptr, gx ? GX : nullptr, XB, G2);
     lanes::store_rows(GYL, 3 * J, gyl + n * 3 * J, stream);
@@ -131,6 +134,31 @@ FASTLIFT_CLONES void backward_range_float(const float* x, const float* yl, const
     backward_range_impl(x, yl, R, yr, w, a, a.J, k2, k3, gyl, gR, gyr, gx, n0, n1, stream);
 }
 
+// The raw pointers of one call: inputs, and the gradients (gyr / gx nullptr where not wanted).
+template <typename T>
+struct ReprojectData {
+  const T *x, *yl, *R, *yr, *w;
+  T *gyl, *gR, *gyr, *gx;
+  int64_t J;
+  ReprojectData(const at::Tensor& x_, const at::Tensor& yl_, const at::Tensor& R_, const at::Tensor& yr_,
+                const std::optional<at::Tensor>& w_, at::Tensor& gyl_, at::Tensor& gR_, at::Tensor& gyr_,
+                at::Tensor& gx_, bool need_x, bool need_y_rot)
+      : x(x_.data_ptr<T>()), yl(yl_.data_ptr<T>()), R(R_.data_ptr<T>()), yr(yr_.data_ptr<T>()),
+        w(w_.has_value() ? w_->data_ptr<T>() : nullptr), gyl(gyl_.data_ptr<T>()), gR(gR_.data_ptr<T>()),
+        gyr(need_y_rot ? gyr_.data_ptr<T>() : nullptr), gx(need_x ? gx_.data_ptr<T>() : nullptr), J(x_.size(1)) {}
+  int64_t out_bytes(int64_t N) const {
+    return int64_t(sizeof(T)) * N * (3 * J + 9 + (gyr ? 3 * J : 0) + (gx ? 2 * J : 0));
+  }
+  // Pose n on scalars: its gradients, and its loss sums added to acc when acc is not nullptr.
+  // scratch: 4 J elements.
+  void backward_pose(int64_t n, const ReprojectArgs& a, T k2, T k3, T* scratch, T* acc = nullptr) const {
+    cycle_reproject_pose_backward<T, T>(x + n * 2 * J, yl + n * 3 * J, R + n * 9, yr + n * 3 * J,
+                                        w ? w + n * J : nullptr, a, J, k2, k3, gyl + n * 3 * J, gR + n * 9,
+                                        gyr ? gyr + n * 3 * J : nullptr, gx ? gx + n * 2 * J : nullptr, scratch,
+                                        scratch + 2 * J, acc);
+  }
+};
+
 // Loss and gradient in one pass (the loss is a graph's end, so its gradient is known in the forward,
 // up to the scalar the backward brings): poses [n0, n1) of one reduction block, loaded into lanes
 // once; the backward math writes the gradients of k2 * sum_2d + k3 * sum_3d and adds the loss sums
@@ -145,11 +173,7 @@ FASTLIFT_SIMD void forward_grad_block_impl(const float* x, const float* yl, cons
   vf acc[3] = {vf{}, vf{}, vf{}};
   int64_t n = n0;
   for (; n + kLanes <= n1; n += kLanes) {
-    lanes::to_lanes(x + n * 2 * J, 2 * J, 2 * J, X);
-    lanes::to_lanes(yl + n * 3 * J, 3 * J, 3 * J, YL);
-    lanes::to_lanes(yr + n * 3 * J, 3 * J, 3 * J, YR);
-    lanes::to_lanes(R + n * 9, 9, 9, RS);
-    if (w) lanes::to_lanes(w + n * J, J, J, W);
+    load_lanes(x, yl, R, yr, w, J, n, X, YL, RS, YR, W);
     cycle_reproject_pose_backward<vf, float>(X, YL, RS, YR, w ? W : nullptr, a, J, k2, k3, GYL, GR,
                                              gyr ? GYR : nullptr, gx ? GX : nullptr, XB, G2, acc);
     lanes::store_rows(GYL, 3 * J, gyl + n * 3 * J, stream);
@@ -269,33 +293,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_
   const double den = std::max(wsum.item<double>(), double(std::numeric_limits<float>::min()));
   const double k2 = grad_2d.item<double>() / (2 * den), k3 = grad_3d.item<double>() / (3 * den);
   if (x.scalar_type() == at::kFloat) {
-    const float* w = weights.has_value() ? weights->data_ptr<float>() : nullptr;
-    const float *xp = x.data_ptr<float>(), *ylp = y_relift.data_ptr<float>(), *Rp = R.data_ptr<float>(),
-                *yrp = y_rot.data_ptr<float>();
-    float *gylp = gyl.data_ptr<float>(), *gRp = gR.data_ptr<float>();
-    float* gyrp = need_y_rot ? gyr.data_ptr<float>() : nullptr;
-    float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
+    const ReprojectData<float> d(x, y_relift, R, y_rot, weights, gyl, gR, gyr, gx, need_x, need_y_rot);
     const int64_t steps = (N + kLanes - 1) / kLanes;
-    const int64_t out_floats = N * (3 * J + 9 + (need_y_rot ? 3 * J : 0) + (need_x ? 2 * J : 0));
-    const bool stream = lanes::use_streaming_stores(int64_t(sizeof(float)) * out_floats, {gylp, gRp, gyrp, gxp});
+    const bool stream = lanes::use_streaming_stores(d.out_bytes(N), {d.gyl, d.gR, d.gyr, d.gx});
     at::parallel_for(0, steps, std::max<int64_t>(1, 1024 / std::max<int64_t>(J, 1)), [&](int64_t s0, int64_t s1) {
-      backward_range_float(xp, ylp, Rp, yrp, w, a, float(k2), float(k3), gylp, gRp, gyrp, gxp, s0 * kLanes,
-                           std::min(N, s1 * kLanes), stream);
+      backward_range_float(d.x, d.yl, d.R, d.yr, d.w, a, float(k2), float(k3), d.gyl, d.gR, d.gyr, d.gx,
+                           s0 * kLanes, std::min(N, s1 * kLanes), stream);
     });
   } else {
-    const double* w = weights.has_value() ? weights->data_ptr<double>() : nullptr;
-    const double *xp = x.data_ptr<double>(), *ylp = y_relift.data_ptr<double>(), *Rp = R.data_ptr<double>(),
-                 *yrp = y_rot.data_ptr<double>();
-    double *gylp = gyl.data_ptr<double>(), *gRp = gR.data_ptr<double>();
-    double* gyrp = need_y_rot ? gyr.data_ptr<double>() : nullptr;
-    double* gxp = need_x ? gx.data_ptr<double>() : nullptr;
+    const ReprojectData<double> d(x, y_relift, R, y_rot, weights, gyl, gR, gyr, gx, need_x, need_y_rot);
     at::parallel_for(0, N, std::max<int64_t>(1, 8192 / std::max<int64_t>(J, 1)), [&](int64_t n0, int64_t n1) {
       std::vector<double> scratch(static_cast<size_t>(4 * J));
-      for (int64_t n = n0; n < n1; ++n)
-        cycle_reproject_pose_backward<double, double>(
-            xp + n * 2 * J, ylp + n * 3 * J, Rp + n * 9, yrp + n * 3 * J, w ? w + n * J : nullptr, a, J, k2, k3,
-            gylp + n * 3 * J, gRp + n * 9, gyrp ? gyrp + n * 3 * J : nullptr, gxp ? gxp + n * 2 * J : nullptr,
-            scratch.data(), scratch.data() + 2 * J);
+      for (int64_t n = n0; n < n1; ++n) d.backward_pose(n, a, k2, k3, scratch.data());
     });
   }
   return {gx, gyl, gR, gyr};
@@ -323,37 +332,22 @@ cycle_reproject_loss_forward_grad_cpu(const at::Tensor& x, const at::Tensor& y_r
   const double k2 = w_2d / (2 * den), k3 = w_3d / (3 * den);
   const int64_t nblocks = (N + kBlockPoses - 1) / kBlockPoses;
   std::vector<double> part(static_cast<size_t>(2 * nblocks));
+  const int64_t grain = std::max<int64_t>(1, 256 / std::max<int64_t>(J, 1));
   if (x.scalar_type() == at::kFloat) {
-    const float* w = weights.has_value() ? weights->data_ptr<float>() : nullptr;
-    const float *xp = x.data_ptr<float>(), *ylp = y_relift.data_ptr<float>(), *Rp = R.data_ptr<float>(),
-                *yrp = y_rot.data_ptr<float>();
-    float *gylp = gyl.data_ptr<float>(), *gRp = gR.data_ptr<float>();
-    float* gyrp = need_y_rot ? gyr.data_ptr<float>() : nullptr;
-    float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
-    const int64_t out_floats = N * (3 * J + 9 + (need_y_rot ? 3 * J : 0) + (need_x ? 2 * J : 0));
-    const bool stream = lanes::use_streaming_stores(int64_t(sizeof(float)) * out_floats, {gylp, gRp, gyrp, gxp});
-    const int64_t grain = std::max<int64_t>(1, 256 / std::max<int64_t>(J, 1));
+    const ReprojectData<float> d(x, y_relift, R, y_rot, weights, gyl, gR, gyr, gx, need_x, need_y_rot);
+    const bool stream = lanes::use_streaming_stores(d.out_bytes(N), {d.gyl, d.gR, d.gyr, d.gx});
     at::parallel_for(0, nblocks, grain, [&](int64_t b0, int64_t b1) {
-      forward_grad_range_float(xp, ylp, Rp, yrp, w, a, float(k2), float(k3), gylp, gRp, gyrp, gxp, N, b0, b1, stream,
-                               part.data());
+      forward_grad_range_float(d.x, d.yl, d.R, d.yr, d.w, a, float(k2), float(k3), d.gyl, d.gR, d.gyr, d.gx, N, b0,
+                               b1, stream, part.data());
     });
   } else {
-    const double* w = weights.has_value() ? weights->data_ptr<double>() : nullptr;
-    const double *xp = x.data_ptr<double>(), *ylp = y_relift.data_ptr<double>(), *Rp = R.data_ptr<double>(),
-                 *yrp = y_rot.data_ptr<double>();
-    double *gylp = gyl.data_ptr<double>(), *gRp = gR.data_ptr<double>();
-    double* gyrp = need_y_rot ? gyr.data_ptr<double>() : nullptr;
-    double* gxp = need_x ? gx.data_ptr<double>() : nullptr;
-    at::parallel_for(0, nblocks, std::max<int64_t>(1, 256 / std::max<int64_t>(J, 1)), [&](int64_t b0, int64_t b1) {
+    const ReprojectData<double> d(x, y_relift, R, y_rot, weights, gyl, gR, gyr, gx, need_x, need_y_rot);
+    at::parallel_for(0, nblocks, grain, [&](int64_t b0, int64_t b1) {
       std::vector<double> scratch(static_cast<size_t>(4 * J));
       for (int64_t b = b0; b < b1; ++b) {
         double s[3] = {0, 0, 0};
-        for (int64_t n = b * kBlockPoses; n < std::min(N, (b + 1) * kBlockPoses); ++n) {
-          cycle_reproject_pose_backward<double, double>(
-              xp + n * 2 * J, ylp + n * 3 * J, Rp + n * 9, yrp + n * 3 * J, w ? w + n * J : nullptr, a, J, k2, k3,
-              gylp + n * 3 * J, gRp + n * 9, gyrp ? gyrp + n * 3 * J : nullptr, gxp ? gxp + n * 2 * J : nullptr,
-              scratch.data(), scratch.data() + 2 * J, s);
-        }
+        for (int64_t n = b * kBlockPoses; n < std::min(N, (b + 1) * kBlockPoses); ++n)
+          d.backward_pose(n, a, k2, k3, scratch.data(), s);
         part[2 * b] = s[0];
         part[2 * b + 1] = s[1];
       }

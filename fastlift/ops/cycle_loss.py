@@ -317,6 +317,29 @@ def _reproject_backward(ctx, grad_2d, grad_3d, _grad_wsum):
 _cycle_reproject_op.register_autograd(_reproject_backward, setup_context=_reproject_setup_context)
 
 
+def _check_reproject_inputs(op, x, Y_relift, R, Y_rot, weights, kind, c, root, min_depth, renormalize, head,
+                            eps) -> torch.dtype:
+    """Shapes, dtypes, devices and indices of the reprojection losses' inputs; the compute dtype."""
+    if not isinstance(R, torch.Tensor):
+        raise TypeError(f"fastlift.ops.{op}: R must be a torch.Tensor, got {type(R).__name__}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != 2:
+        raise ValueError(f"fastlift.ops.{op}: x must be a (N, J, 2) tensor")
+    N, J = x.shape[:2]
+    dtype = _check_loss_inputs(op, x, x, Y_rot, Y_relift, weights, kind)  # (x stands in for x_back)
+    if R.shape != (N, 3, 3):
+        raise ValueError(f"fastlift.ops.{op}: R must have shape (N, 3, 3) = ({N}, 3, 3), got {tuple(R.shape)}")
+    if R.device != x.device:
+        raise ValueError(f"fastlift.ops.{op}: R is on {R.device} but x on {x.device}")
+    dtype = torch.float64 if compute_dtype(R, "R", op) == torch.float64 else dtype
+    if not 0 <= int(root) < J:
+        raise ValueError(f"fastlift.ops.{op}: root={root} is not a joint index in [0, {J})")
+    if renormalize and (not 0 <= int(head) < J or head == root):
+        raise ValueError(f"fastlift.ops.{op}: head={head} must be a joint index in [0, {J}) other than root")
+    if not (c > 0 and min_depth > 0 and eps > 0):
+        raise ValueError(f"fastlift.ops.{op}: c, min_depth and eps must be positive")
+    return dtype
+
+
 def cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R: torch.Tensor, Y_rot: torch.Tensor,
                             weights: torch.Tensor | None = None, kind: str = "mse", c: float = 10.0,
                             root: int = 0, transpose: bool = True, min_depth: float = 1.0,
@@ -355,23 +378,8 @@ def cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R: torch.Te
         and in ``x`` and ``Y_rot`` when they require grad.
     """
     op = "cycle_reprojection_loss"
-    if not isinstance(R, torch.Tensor):
-        raise TypeError(f"fastlift.ops.{op}: R must be a torch.Tensor, got {type(R).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != 2:
-        raise ValueError(f"fastlift.ops.{op}: x must be a (N, J, 2) tensor")
-    N, J = x.shape[:2]
-    dtype = _check_loss_inputs(op, x, x, Y_rot, Y_relift, weights, kind)  # (x stands in for x_back)
-    if R.shape != (N, 3, 3):
-        raise ValueError(f"fastlift.ops.{op}: R must have shape (N, 3, 3) = ({N}, 3, 3), got {tuple(R.shape)}")
-    if R.device != x.device:
-        raise ValueError(f"fastlift.ops.{op}: R is on {R.device} but x on {x.device}")
-    dtype = torch.float64 if compute_dtype(R, "R", op) == torch.float64 else dtype
-    if not 0 <= int(root) < J:
-        raise ValueError(f"fastlift.ops.{op}: root={root} is not a joint index in [0, {J})")
-    if renormalize and (not 0 <= int(head) < J or head == root):
-        raise ValueError(f"fastlift.ops.{op}: head={head} must be a joint index in [0, {J}) other than root")
-    if not (c > 0 and min_depth > 0 and eps > 0):
-        raise ValueError(f"fastlift.ops.{op}: c, min_depth and eps must be positive")
+    dtype = _check_reproject_inputs(op, x, Y_relift, R, Y_rot, weights, kind, c, root, min_depth, renormalize,
+                                    head, eps)
     chosen = resolve_backend(op, x.device, backend, _supported_backends(
         ("cycle_reproject_loss_forward", "cycle_reproject_loss_backward"), "cycle_loss"))
     x, Y_relift, R, Y_rot = (t.to(dtype) for t in (x, Y_relift, R, Y_rot))
@@ -491,10 +499,8 @@ def weighted_cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R:
         l2, l3 = cycle_reprojection_loss(x, Y_relift, R, Y_rot, weights, kind, c, root, transpose, min_depth,
                                          renormalize, head, eps, check_finite, backend)
         return l2 * w_2d + l3 * w_3d, l2, l3
-    if not isinstance(R, torch.Tensor):
-        raise TypeError(f"fastlift.ops.{op}: R must be a torch.Tensor, got {type(R).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[-1] != 2:
-        raise ValueError(f"fastlift.ops.{op}: x must be a (N, J, 2) tensor")
+    dtype = _check_reproject_inputs(op, x, Y_relift, R, Y_rot, weights, kind, c, root, min_depth, renormalize,
+                                    head, eps)
     chosen = resolve_backend(op, x.device, backend, _supported_backends(
         ("cycle_reproject_loss_forward", "cycle_reproject_loss_backward", "cycle_reproject_loss_forward_grad")
         if x.device.type == "cpu" else ("cycle_reproject_loss_forward", "cycle_reproject_loss_backward"),
@@ -503,20 +509,6 @@ def weighted_cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R:
         l2, l3 = cycle_reprojection_loss(x, Y_relift, R, Y_rot, weights, kind, c, root, transpose, min_depth,
                                          renormalize, head, eps, check_finite, "reference")
         return l2 * w_2d + l3 * w_3d, l2.detach(), l3.detach()
-    # the shared argument checks (shapes, dtypes, devices, indices) of the two-pass op
-    N, J = x.shape[:2]
-    dtype = _check_loss_inputs(op, x, x, Y_rot, Y_relift, weights, kind)
-    if R.shape != (N, 3, 3):
-        raise ValueError(f"fastlift.ops.{op}: R must have shape (N, 3, 3) = ({N}, 3, 3), got {tuple(R.shape)}")
-    if R.device != x.device:
-        raise ValueError(f"fastlift.ops.{op}: R is on {R.device} but x on {x.device}")
-    dtype = torch.float64 if compute_dtype(R, "R", op) == torch.float64 else dtype
-    if not 0 <= int(root) < J:
-        raise ValueError(f"fastlift.ops.{op}: root={root} is not a joint index in [0, {J})")
-    if renormalize and (not 0 <= int(head) < J or head == root):
-        raise ValueError(f"fastlift.ops.{op}: head={head} must be a joint index in [0, {J}) other than root")
-    if not (c > 0 and min_depth > 0 and eps > 0):
-        raise ValueError(f"fastlift.ops.{op}: c, min_depth and eps must be positive")
     need_x, need_y_rot = bool(x.requires_grad), bool(Y_rot.requires_grad)
     x, Y_relift, R, Y_rot = (t.to(dtype).contiguous() for t in (x, Y_relift, R, Y_rot))
     if weights is not None:
