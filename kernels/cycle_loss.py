@@ -167,10 +167,12 @@ def _reproject_fwd_kernel(X_ptr, YL_ptr, R_ptr, YR_ptr, W_ptr, P_ptr, N, J, root
 
 
 @triton.jit
-def _reproject_bwd_kernel(X_ptr, YL_ptr, R_ptr, YR_ptr, W_ptr, K_ptr, GX_ptr, GYL_ptr, GR_ptr, GYR_ptr, N, J, root,
-                          head, c, m, eps, HAS_W: tl.constexpr, L1: tl.constexpr, TRANSPOSE: tl.constexpr,
+def _reproject_bwd_kernel(X_ptr, YL_ptr, R_ptr, YR_ptr, W_ptr, K_ptr, GX_ptr, GYL_ptr, GR_ptr, GYR_ptr, P_ptr, N, J,
+                          root, head, c, m, eps, HAS_W: tl.constexpr, L1: tl.constexpr, TRANSPOSE: tl.constexpr,
                           RENORM: tl.constexpr, NEED_X: tl.constexpr, NEED_YR: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr):
+                          WITH_LOSS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr):
+    """The gradients; with WITH_LOSS also the loss sums into P_ptr (the loss and its gradient in one
+    pass: the residuals are the same)."""
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     j = tl.arange(0, BLOCK_J)
     nm = n < N
@@ -184,8 +186,10 @@ def _reproject_bwd_kernel(X_ptr, YL_ptr, R_ptr, YR_ptr, W_ptr, K_ptr, GX_ptr, GY
     k3 = tl.load(K_ptr + 1)
     o2 = n64[:, None] * J * 2 + j[None, :] * 2
     o3 = n64[:, None] * J * 3 + j[None, :] * 3
-    g0 = tl.where(keep, w * k2 * _df(xb0 - tl.load(X_ptr + o2, mask=keep, other=0.0), L1), 0.0)
-    g1 = tl.where(keep, w * k2 * _df(xb1 - tl.load(X_ptr + o2 + 1, mask=keep, other=0.0), L1), 0.0)
+    r0 = xb0 - tl.load(X_ptr + o2, mask=keep, other=0.0)
+    r1 = xb1 - tl.load(X_ptr + o2 + 1, mask=keep, other=0.0)
+    g0 = tl.where(keep, w * k2 * _df(r0, L1), 0.0)
+    g1 = tl.where(keep, w * k2 * _df(r1, L1), 0.0)
     if NEED_X:
         tl.store(GX_ptr + o2, -g0, mask=mask)
         tl.store(GX_ptr + o2 + 1, -g1, mask=mask)
@@ -195,9 +199,16 @@ def _reproject_bwd_kernel(X_ptr, YL_ptr, R_ptr, YR_ptr, W_ptr, K_ptr, GX_ptr, GY
     gy0, gy1, gy2, g00, g01, g02, g10, g11, g12, g20, g21, g22 = _rotate_backward(
         gq0, gq1, gq2, p0, p1, p2, m00, m01, m02, m10, m11, m12, m20, m21, m22, j, root)
     t0, t1, t2 = _root3(YR_ptr, n64, nm, J, root)
-    h0 = tl.where(keep, w * k3 * _df(p0 - (tl.load(YR_ptr + o3, mask=keep, other=0.0) - t0[:, None]), L1), 0.0)
-    h1 = tl.where(keep, w * k3 * _df(p1 - (tl.load(YR_ptr + o3 + 1, mask=keep, other=0.0) - t1[:, None]), L1), 0.0)
-    h2 = tl.where(keep, w * k3 * _df(p2 - (tl.load(YR_ptr + o3 + 2, mask=keep, other=0.0) - t2[:, None]), L1), 0.0)
+    v0 = p0 - (tl.load(YR_ptr + o3, mask=keep, other=0.0) - t0[:, None])
+    v1 = p1 - (tl.load(YR_ptr + o3 + 1, mask=keep, other=0.0) - t1[:, None])
+    v2 = p2 - (tl.load(YR_ptr + o3 + 2, mask=keep, other=0.0) - t2[:, None])
+    if WITH_LOSS:
+        e2 = _f(tl.where(keep, r0, 0.0), L1) + _f(tl.where(keep, r1, 0.0), L1)
+        e3 = _f(tl.where(keep, v0, 0.0), L1) + _f(tl.where(keep, v1, 0.0), L1) + _f(tl.where(keep, v2, 0.0), L1)
+        _store_partials(P_ptr, w * e2, w * e3, w)
+    h0 = tl.where(keep, w * k3 * _df(v0, L1), 0.0)
+    h1 = tl.where(keep, w * k3 * _df(v1, L1), 0.0)
+    h2 = tl.where(keep, w * k3 * _df(v2, L1), 0.0)
     # root-relative comparison: the sums of the 3D gradient flow to the two roots
     is_root = (j == root)[None, :]
     hs0 = tl.where(is_root, tl.sum(h0, axis=1)[:, None], 0.0)
@@ -238,11 +249,45 @@ def cycle_reproject_loss_backward(grad_2d, grad_3d, x, y_relift, R, y_rot, weigh
     gyr = torch.empty_like(y_rot) if need_y_rot else y_rot.new_empty(0)
     if N == 0:
         return gx, gyl, gR, gyr
+    _launch_reproject_bwd(_coefficients(grad_2d, grad_3d, wsum), None, x, y_relift, R, y_rot, weights, l1, c, root,
+                          transpose, min_depth, renormalize, head, eps, gx, gyl, gR, gyr)
+    return gx, gyl, gR, gyr
+
+
+def _launch_reproject_bwd(k, partials, x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth,
+                          renormalize, head, eps, gx, gyl, gR, gyr):
+    N, J, _ = x.shape
     bn, bj = _blocks(J)
-    k = _coefficients(grad_2d, grad_3d, wsum)
+    need_x, need_y_rot = gx.dim() == 3, gyr.dim() == 3
     _reproject_bwd_kernel[(triton.cdiv(N, bn),)](
         x, y_relift, R, y_rot, x if weights is None else weights, k, gx if need_x else gyl, gyl, gR,
-        gyr if need_y_rot else gyl, N, J, root, head, c, min_depth, eps, HAS_W=weights is not None, L1=bool(l1),
-        TRANSPOSE=bool(transpose), RENORM=bool(renormalize), NEED_X=bool(need_x), NEED_YR=bool(need_y_rot),
-        BLOCK_N=bn, BLOCK_J=bj)
-    return gx, gyl, gR, gyr
+        gyr if need_y_rot else gyl, gyl if partials is None else partials, N, J, root, head, c, min_depth, eps,
+        HAS_W=weights is not None, L1=bool(l1), TRANSPOSE=bool(transpose), RENORM=bool(renormalize),
+        NEED_X=bool(need_x), NEED_YR=bool(need_y_rot), WITH_LOSS=partials is not None, BLOCK_N=bn, BLOCK_J=bj)
+
+
+def cycle_reproject_loss_forward_grad(x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth, renormalize,
+                                      head, eps, w_2d, w_3d, need_x, need_y_rot):
+    """The loss and the gradient of w_2d loss_2d + w_3d loss_3d in one pass over the inputs (the
+    weights' sum first: every gradient carries it). Returns (loss_2d, loss_3d, wsum, grad_x or
+    empty, grad_y_relift, grad_R, grad_y_rot or empty), as the C++ op of the same name."""
+    N, J, _ = x.shape
+    gx = torch.empty_like(x) if need_x else x.new_empty(0)
+    gyl = torch.empty_like(y_relift)
+    gR = torch.empty_like(R)
+    gyr = torch.empty_like(y_rot) if need_y_rot else y_rot.new_empty(0)
+    if weights is None:
+        wsum = torch.full((), float(N * J), dtype=torch.float64, device=x.device)
+    else:
+        wsum = torch.where(weights > 0, weights, torch.zeros((), dtype=weights.dtype, device=weights.device)).sum(
+            dtype=torch.float64)
+    den = wsum.clamp_min(torch.finfo(torch.float32).tiny)
+    k = torch.stack((w_2d / (2 * den), w_3d / (3 * den))).to(x.dtype)
+    bn, _ = _blocks(J)
+    part = torch.zeros(max(1, triton.cdiv(N, bn)), 3, dtype=x.dtype, device=x.device)
+    if N > 0:
+        _launch_reproject_bwd(k, part, x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth, renormalize,
+                              head, eps, gx, gyl, gR, gyr)
+    tot = part.double().sum(0)
+    return ((tot[0] / (2 * den)).to(x.dtype), (tot[1] / (3 * den)).to(x.dtype), wsum.to(x.dtype), gx, gyl, gR,
+            gyr)

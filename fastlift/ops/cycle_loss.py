@@ -413,7 +413,11 @@ def _weighted_reproject_op(x: torch.Tensor, y_relift: torch.Tensor, R: torch.Ten
     if backend == "cpu":  # one pass: the losses and the gradients from one read of the inputs
         l2, l3, _, gx, gyl, gR, gyr = torch.ops.fastlift_C.cycle_reproject_loss_forward_grad(
             x, y_relift, R, y_rot, weights, l1, *args, w_2d, w_3d, need_x, need_y_rot)
-    else:  # the two passes of the fused op, the backward run at once with the loss weights
+    elif backend == "triton":  # one pass too (after a sum over the weights)
+        from fastlift.kernels.cycle_loss import cycle_reproject_loss_forward_grad
+        l2, l3, _, gx, gyl, gR, gyr = cycle_reproject_loss_forward_grad(
+            x, y_relift, R, y_rot, weights, l1, *args, w_2d, w_3d, need_x, need_y_rot)
+    else:  # cuda, reference: the two passes of the fused op, the backward run at once with the loss weights
         l2, l3, wsum = _reproject_launch(x, y_relift, R, y_rot, weights, l1, args, backend)
         g2, g3 = torch.full_like(l2, w_2d), torch.full_like(l3, w_3d)
         gx, gyl, gR, gyr = _cycle_reproject_backward_op(g2, g3, x, y_relift, R, y_rot, weights, wsum, l1, *args,
@@ -475,9 +479,10 @@ def weighted_cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R:
     dloss/dR (and dloss/dx, dloss/dY_rot when those require grad) while the inputs are in cache,
     and the backward only scales them (not even that when the incoming gradient is exactly 1, as
     from ``loss.backward()`` or a sum of losses). On the ``cpu`` backend the inputs are read once
-    instead of twice; the other backends run the two passes of :func:`cycle_reprojection_loss`
-    inside the same op. The gradients are held from the forward to the backward (60 floats per
-    pose for J = 17), in place of nothing: keep the result only as long as its backward is due.
+    instead of twice, and on ``triton`` too (after a sum over ``weights``); ``cuda`` runs the two
+    passes of :func:`cycle_reprojection_loss` inside the same op. The gradients are held from the
+    forward to the backward (60 floats per pose for J = 17, more with x or Y_rot requiring grad):
+    keep the result only as long as its backward is due.
 
     Args:
         x, Y_relift, R, Y_rot, weights, kind, c, root, transpose, min_depth, renormalize, head, eps,
