@@ -111,6 +111,40 @@ __global__ void reproject_backward_kernel(const T* __restrict__ g2, const T* __r
                                       w ? w + n * J : nullptr, a, J, k2, k3, gyl + n * J * 3, gR + n * 9,
                                       gyr ? gyr + n * J * 3 : nullptr, gx ? gx + n * J * 2 : nullptr, xb, g2buf);
 }
+
+// Sum of the kept weights (w > 0) into partials slot 2 of each block (the finishing block then
+// gives wsum): the one-pass op needs the mean's denominator before any gradient.
+template <typename T>
+__global__ void kept_weight_kernel(const T* __restrict__ w, int64_t K, double* __restrict__ partials) {
+  const int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const double v = k < K && w[k] > T(0) ? double(w[k]) : 0.0;
+  block_sums(0.0, 0.0, v, partials);
+}
+
+// The loss and its gradient in one pass: the backward math with the loss sums accumulated from
+// its residuals; k2 = w2 / (2 W), k3 = w3 / (3 W) with W = *wsum (device).
+template <typename T>
+__global__ void reproject_forward_grad_kernel(double w2, double w3, const T* __restrict__ wsum,
+                                              const T* __restrict__ x, const T* __restrict__ yl,
+                                              const T* __restrict__ R, const T* __restrict__ yr,
+                                              const T* __restrict__ w, int64_t N, ReprojectArgs a,
+                                              T* __restrict__ gyl, T* __restrict__ gR, T* __restrict__ gyr,
+                                              T* __restrict__ gx, double* __restrict__ partials) {
+  const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  T acc[3] = {0, 0, 0};
+  if (n < N) {
+    const double W = double(*wsum);
+    const double den = W > double(FLT_MIN) ? W : double(FLT_MIN);
+    const T k2 = T(w2 / (2 * den)), k3 = T(w3 / (3 * den));
+    const int64_t J = a.J;
+    T xb[2 * kCudaMaxJointsRenorm], g2buf[2 * kCudaMaxJointsRenorm];
+    cycle_reproject_pose_backward<T, T>(x + n * J * 2, yl + n * J * 3, R + n * 9, yr + n * J * 3,
+                                        w ? w + n * J : nullptr, a, J, k2, k3, gyl + n * J * 3, gR + n * 9,
+                                        gyr ? gyr + n * J * 3 : nullptr, gx ? gx + n * J * 2 : nullptr, xb, g2buf,
+                                        acc);
+  }
+  block_sums(double(acc[0]), double(acc[1]), double(acc[2]), partials);
+}
 }  // namespace
 
 int64_t cycle_loss_partials(int64_t N) { return 3 * (N > 0 ? (N + kThreads - 1) / kThreads : 1); }
@@ -157,6 +191,27 @@ cudaError_t cycle_reproject_backward_launch(const T* grad_2d, const T* grad_3d, 
   return cudaGetLastError();
 }
 
+template <typename T>
+cudaError_t cycle_reproject_forward_grad_launch(const T* x, const T* yl, const T* R, const T* yr, const T* w,
+                                                int64_t N, const ReprojectArgs& a, double w_2d, double w_3d,
+                                                double* partials, T* out, T* gyl, T* gR, T* gyr, T* gx,
+                                                cudaStream_t stream) {
+  const int64_t K = N * a.J;
+  // out[3..5]: the weight pass's (0, 0, wsum); out[0..2]: (l2, l3, wsum) of the loss pass
+  if (w && K > 0) {
+    const unsigned int nbw = blocks_for(K);
+    kept_weight_kernel<T><<<nbw, kThreads, 0, stream>>>(w, K, partials);
+    finish_kernel<T><<<1, 32, 0, stream>>>(partials, nbw, double(K), true, out + 3);
+  } else {
+    finish_kernel<T><<<1, 32, 0, stream>>>(partials, 0, double(K), false, out + 3);
+  }
+  const int64_t nb = N > 0 ? blocks_for(N) : 1;
+  reproject_forward_grad_kernel<T><<<static_cast<unsigned int>(nb), kThreads, 0, stream>>>(
+      w_2d, w_3d, out + 5, x, yl, R, yr, w, N, a, gyl, gR, gyr, gx, partials);
+  finish_kernel<T><<<1, 32, 0, stream>>>(partials, nb, double(K), w != nullptr, out);
+  return cudaGetLastError();
+}
+
 #define FASTLIFT_INSTANTIATE(T)                                                                                   \
   template cudaError_t cycle_loss_forward_launch<T>(const T*, const T*, const T*, const T*, const T*, int64_t,   \
                                                     int64_t, bool, double*, T*, cudaStream_t);                    \
@@ -168,7 +223,10 @@ cudaError_t cycle_reproject_backward_launch(const T* grad_2d, const T* grad_3d, 
                                                          cudaStream_t);                                           \
   template cudaError_t cycle_reproject_backward_launch<T>(const T*, const T*, const T*, const T*, const T*,      \
                                                           const T*, const T*, const T*, int64_t,                  \
-                                                          const ReprojectArgs&, T*, T*, T*, T*, cudaStream_t);
+                                                          const ReprojectArgs&, T*, T*, T*, T*, cudaStream_t);  \
+  template cudaError_t cycle_reproject_forward_grad_launch<T>(const T*, const T*, const T*, const T*, const T*,  \
+                                                              int64_t, const ReprojectArgs&, double, double,      \
+                                                              double*, T*, T*, T*, T*, T*, cudaStream_t);
 FASTLIFT_INSTANTIATE(float)
 FASTLIFT_INSTANTIATE(double)
 #undef FASTLIFT_INSTANTIATE

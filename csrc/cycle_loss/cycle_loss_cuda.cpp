@@ -154,6 +154,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_
   return {gx, gyl, gR, gyr};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+cycle_reproject_loss_forward_grad_cuda(const at::Tensor& x, const at::Tensor& y_relift, const at::Tensor& R,
+                                       const at::Tensor& y_rot, const std::optional<at::Tensor>& weights, bool l1,
+                                       double c, int64_t root, bool transpose, double min_depth, bool renormalize,
+                                       int64_t head, double eps, double w_2d, double w_3d, bool need_x,
+                                       bool need_y_rot) {
+  const ReprojectArgs a =
+      reproject_args(x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth, renormalize, head, eps);
+  const int64_t N = x.size(0);
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor partials = at::empty({cycle_loss_partials(N * a.J)}, x.options().dtype(at::kDouble));
+  at::Tensor out = at::empty({6}, x.options());
+  at::Tensor gyl = at::empty_like(y_relift), gR = at::empty_like(R);
+  at::Tensor gyr = need_y_rot ? at::empty_like(y_rot) : at::empty({0}, y_rot.options());
+  at::Tensor gx = need_x ? at::empty_like(x) : at::empty({0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cycle_reproject_loss_forward_grad_cuda", [&] {
+    const cudaError_t err = cycle_reproject_forward_grad_launch<scalar_t>(
+        x.data_ptr<scalar_t>(), y_relift.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(), y_rot.data_ptr<scalar_t>(),
+        ptr_or_null<scalar_t>(weights), N, a, w_2d, w_3d, partials.data_ptr<double>(), out.data_ptr<scalar_t>(),
+        gyl.data_ptr<scalar_t>(), gR.data_ptr<scalar_t>(), need_y_rot ? gyr.data_ptr<scalar_t>() : nullptr,
+        need_x ? gx.data_ptr<scalar_t>() : nullptr, c10::cuda::getCurrentCUDAStream());
+    TORCH_CHECK(err == cudaSuccess, "fastlift cycle_reproject_loss_forward_grad_cuda: ", cudaGetErrorString(err));
+  });
+  return {out[0].clone(), out[1].clone(), out[2].clone(), gx, gyl, gR, gyr};
+}
+
 }  // namespace fastlift
 
 TORCH_LIBRARY_IMPL(fastlift_C, CUDA, m) {
@@ -161,4 +187,5 @@ TORCH_LIBRARY_IMPL(fastlift_C, CUDA, m) {
   m.impl("cycle_loss_backward", &fastlift::cycle_loss_backward_cuda);
   m.impl("cycle_reproject_loss_forward", &fastlift::cycle_reproject_loss_forward_cuda);
   m.impl("cycle_reproject_loss_backward", &fastlift::cycle_reproject_loss_backward_cuda);
+  m.impl("cycle_reproject_loss_forward_grad", &fastlift::cycle_reproject_loss_forward_grad_cuda);
 }

@@ -33,5 +33,13 @@ cudaError_t cycle_reproject_backward_launch(const T* grad_2d, const T* grad_3d, 
                                             const T* yl, const T* R, const T* yr, const T* w, int64_t N,
                                             const ReprojectArgs& a, T* gyl, T* gR, T* gyr, T* gx,
                                             cudaStream_t stream);
+// The loss and the gradients of w_2d loss_2d + w_3d loss_3d in one pass over the inputs (after a
+// pass over the weights only, when given). partials: cycle_loss_partials(N * J) doubles; out: 6 T,
+// out[0..2] = (l2, l3, wsum), out[3..5] scratch. gyr / gx may be nullptr.
+template <typename T>
+cudaError_t cycle_reproject_forward_grad_launch(const T* x, const T* yl, const T* R, const T* yr, const T* w,
+                                                int64_t N, const ReprojectArgs& a, double w_2d, double w_3d,
+                                                double* partials, T* out, T* gyl, T* gR, T* gyr, T* gx,
+                                                cudaStream_t stream);
 
 }  // namespace fastlift

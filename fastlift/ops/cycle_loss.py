@@ -410,14 +410,14 @@ def _weighted_reproject_op(x: torch.Tensor, y_relift: torch.Tensor, R: torch.Ten
                                       torch.Tensor, torch.Tensor]:
     """(loss, loss_2d, loss_3d, dloss/dx or empty, dloss/dY_relift, dloss/dR, dloss/dY_rot or empty)."""
     args = (c, root, transpose, min_depth, renormalize, head, eps)
-    if backend == "cpu":  # one pass: the losses and the gradients from one read of the inputs
+    if backend in ("cpu", "cuda"):  # one pass: the losses and the gradients from one read of the inputs
         l2, l3, _, gx, gyl, gR, gyr = torch.ops.fastlift_C.cycle_reproject_loss_forward_grad(
             x, y_relift, R, y_rot, weights, l1, *args, w_2d, w_3d, need_x, need_y_rot)
     elif backend == "triton":  # one pass too (after a sum over the weights)
         from fastlift.kernels.cycle_loss import cycle_reproject_loss_forward_grad
         l2, l3, _, gx, gyl, gR, gyr = cycle_reproject_loss_forward_grad(
             x, y_relift, R, y_rot, weights, l1, *args, w_2d, w_3d, need_x, need_y_rot)
-    else:  # cuda, reference: the two passes of the fused op, the backward run at once with the loss weights
+    else:  # reference: the two passes of the fused op, the backward run at once with the loss weights
         l2, l3, wsum = _reproject_launch(x, y_relift, R, y_rot, weights, l1, args, backend)
         g2, g3 = torch.full_like(l2, w_2d), torch.full_like(l3, w_3d)
         gx, gyl, gR, gyr = _cycle_reproject_backward_op(g2, g3, x, y_relift, R, y_rot, weights, wsum, l1, *args,
@@ -477,12 +477,12 @@ def weighted_cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R:
     A loss is the end of a graph: its gradient is known in the forward, up to the one scalar the
     backward brings. So where gradients are needed the forward also writes dloss/dY_relift and
     dloss/dR (and dloss/dx, dloss/dY_rot when those require grad) while the inputs are in cache,
-    and the backward only scales them (not even that when the incoming gradient is exactly 1, as
-    from ``loss.backward()`` or a sum of losses). On the ``cpu`` backend the inputs are read once
-    instead of twice, and on ``triton`` too (after a sum over ``weights``); ``cuda`` runs the two
-    passes of :func:`cycle_reprojection_loss` inside the same op. The gradients are held from the
-    forward to the backward (60 floats per pose for J = 17, more with x or Y_rot requiring grad):
-    keep the result only as long as its backward is due.
+    and the backward only scales them (on the CPU not even that when the incoming gradient is
+    exactly 1, as from ``loss.backward()`` or a sum of losses). The inputs are read once instead of
+    twice on ``cpu``, ``cuda`` and ``triton`` (the GPU paths after a pass over ``weights`` alone,
+    when given: every gradient carries their sum). The gradients are held from the forward to the
+    backward (60 floats per pose for J = 17, more with x or Y_rot requiring grad): keep the result
+    only as long as its backward is due.
 
     Args:
         x, Y_relift, R, Y_rot, weights, kind, c, root, transpose, min_depth, renormalize, head, eps,
@@ -507,8 +507,7 @@ def weighted_cycle_reprojection_loss(x: torch.Tensor, Y_relift: torch.Tensor, R:
     dtype = _check_reproject_inputs(op, x, Y_relift, R, Y_rot, weights, kind, c, root, min_depth, renormalize,
                                     head, eps)
     chosen = resolve_backend(op, x.device, backend, _supported_backends(
-        ("cycle_reproject_loss_forward", "cycle_reproject_loss_backward", "cycle_reproject_loss_forward_grad")
-        if x.device.type == "cpu" else ("cycle_reproject_loss_forward", "cycle_reproject_loss_backward"),
+        ("cycle_reproject_loss_forward", "cycle_reproject_loss_backward", "cycle_reproject_loss_forward_grad"),
         "cycle_loss"))
     if chosen == "reference":
         l2, l3 = cycle_reprojection_loss(x, Y_relift, R, Y_rot, weights, kind, c, root, transpose, min_depth,
