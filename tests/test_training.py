@@ -172,7 +172,7 @@ def test_plots_are_skipped_with_a_message_without_matplotlib(files, tmp_path, mo
     dict(gan_loss="lsgan", label_smoothing=0.1, d_spectral_norm=True, w_bone_sym=0.1, w_bone_temporal=0.1),
     dict(dropout=0.5, depth_floor="hard", projection_floor="hard", consistency="l1", amp="bf16"),
     dict(amp="fp16", d_bend_negatives=1.0, d_warmup=2, flip_augment=False, consistency="huber"),
-    dict(rotation_axis="estimated"),
+    dict(rotation_axis="camera"),
 ])
 def test_modes_and_ablations_train(files, tmp_path, kw):
     cfg = cfg_for(files, tmp_path, steps=4, val_every=0, ckpt_every=0, **kw)

@@ -87,7 +87,7 @@ class TrainConfig:
     azimuth_range: typing.List[float] = _f([-180.0, 180.0], "azimuth range of the random rotation, degrees")
     elevation_range: typing.List[float] = _f([-20.0, 20.0], "elevation range of the random rotation, degrees")
     rotation_distribution: str = _f("uniform", "uniform (azimuth/elevation ranges) or haar (uniform on SO(3))", ("uniform", "haar"))
-    rotation_axis: str = _f("camera", "axis of the random azimuth: camera (the camera's y axis, the method) or estimated (the world vertical, from the mean torso tilt of the batch's lifts; elevation offsets then apply about the estimated camera elevation)", ("camera", "estimated"))
+    rotation_axis: str = _f("estimated", "axis of the random azimuth: camera (the camera's y axis, the method) or estimated (the world vertical, from the mean torso tilt of the batch's lifts; elevation offsets then apply about the estimated camera elevation)", ("camera", "estimated"))
     normalization: str = _f("per_sample", "2D normalisation of the training data", ("per_sample", "dataset"))
 
     # ---------------------------------------------------------------- losses and ablations
@@ -217,7 +217,7 @@ PRESETS: dict[str, dict] = {
     "paper": dict(width=1024, blocks=4, dropout=0.5, batch_norm=True, w_adv=1.0, w_2d=10.0, w_3d=0.001,
                   w_temporal=1.0, d_width=1024, d_blocks=3, t_width=1024, t_blocks=3, d_kinematic=False,
                   d_flip_negatives=0.0, flip_augment=False, d_steps=1, d_lr_ratio=0.25, ema=0.0, w_bone_sym=0.0,
-                  w_bone_temporal=0.0, batch_size=1024, steps=20000, max_minutes=0.0),
+                  w_bone_temporal=0.0, rotation_axis="camera", batch_size=1024, steps=20000, max_minutes=0.0),
     # The recipe taken literally (diverges early, see method.md): default init, hard floors,
     # equal learning rates, Adam's default betas, no input standardisation.
     "paper-literal": dict(width=1024, blocks=4, dropout=0.5, batch_norm=True, w_adv=1.0, w_2d=10.0, w_3d=0.001,
@@ -225,7 +225,8 @@ PRESETS: dict[str, dict] = {
                           d_flip_negatives=0.0, flip_augment=False, d_steps=1, ema=0.0, out_init_scale=1.0,
                           depth_floor="hard", projection_floor="hard", standardize_inputs=False,
                           d_lr_ratio=1.0, beta1=0.9, beta2=0.999, lr=1e-4, lr_schedule="constant", amp="none",
-                          w_bone_sym=0.0, w_bone_temporal=0.0, use_confidence=False, batch_size=1024,
+                          w_bone_sym=0.0, w_bone_temporal=0.0, use_confidence=False, rotation_axis="camera",
+                          batch_size=1024,
                           steps=20000, max_minutes=0.0),
     # Tiny networks and few steps, for tests and smoke runs.
     "tiny": dict(width=32, blocks=1, d_width=32, d_blocks=1, t_width=32, t_blocks=1, batch_size=64, steps=20,

@@ -453,10 +453,11 @@ class Trainer:
             return geo.sample_rotations(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset,
                                         distribution=cfg.rotation_distribution, device=self.device)
         az, el = geo.sample_angles(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset, device=self.device)
-        cam = 0.0
-        if Y is not None and self._torso is not None:
-            cam = geo.torso_tilt(Y.detach().float(), *self._torso).mean()
-        return geo.rotations_about_vertical(az, el, cam).contiguous()
+        with self._fp32():  # the step's autocast would compose the rotations in bf16/fp16
+            cam = 0.0
+            if Y is not None and self._torso is not None:
+                cam = geo.torso_tilt(Y.detach().float(), *self._torso).mean()
+            return geo.rotations_about_vertical(az, el, cam).contiguous()
 
     def _update(self, key: str, loss: torch.Tensor, module: torch.nn.Module, opt, clip: float = 0.0):
         scaler = self.scalers[key]
