@@ -259,13 +259,12 @@ def test_compile_and_export_trace_without_graph_breaks(backend):
     torch.testing.assert_close(ep.module()(x, yl, R, yr, w), f(x, yl, R, yr, w))
 
 
+@pytest.mark.parametrize("backend", CPU)
 @pytest.mark.parametrize("renormalize", [False, True])
-def test_large_batches_take_the_streaming_store_path(renormalize, poisoned):
+def test_large_batches_take_the_streaming_store_path(backend, renormalize, poisoned):
     """Outputs of 8 MiB and more are written with non-temporal stores (the C++ lanes path): the
     same numbers as the reference, every element written (poisoned allocations), an odd batch so
     the scalar tail after the last full block is covered too."""
-    if not CPU:
-        pytest.skip("the compiled extension is not built")
     n = 40009  # backward of the fused loss writes (51 + 9 + 51 + 34) floats per pose: 23 MB
     x, _, yr, yl, R, w = cycle_inputs(n, seed=5, weights=True)
     leaves = [t.clone().requires_grad_(True) for t in (x, yl, R, yr)]
