@@ -239,14 +239,17 @@ def cycle_reproject_loss_forward(x, y_relift, R, y_rot, weights, l1, c, root, tr
     return _finish(part, N, J, weights is not None, x.dtype)
 
 
+def _gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot):
+    """(grad_x or empty, grad_y_relift, grad_R, grad_y_rot or empty), uninitialised."""
+    return (torch.empty_like(x) if need_x else x.new_empty(0), torch.empty_like(y_relift), torch.empty_like(R),
+            torch.empty_like(y_rot) if need_y_rot else y_rot.new_empty(0))
+
+
 def cycle_reproject_loss_backward(grad_2d, grad_3d, x, y_relift, R, y_rot, weights, wsum, l1, c, root, transpose,
                                   min_depth, renormalize, head, eps, need_x, need_y_rot):
     """Returns (grad_x or empty, grad_y_relift, grad_R, grad_y_rot or empty)."""
     N, J, _ = x.shape
-    gx = torch.empty_like(x) if need_x else x.new_empty(0)
-    gyl = torch.empty_like(y_relift)
-    gR = torch.empty_like(R)
-    gyr = torch.empty_like(y_rot) if need_y_rot else y_rot.new_empty(0)
+    gx, gyl, gR, gyr = _gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot)
     if N == 0:
         return gx, gyl, gR, gyr
     _launch_reproject_bwd(_coefficients(grad_2d, grad_3d, wsum), None, x, y_relift, R, y_rot, weights, l1, c, root,
@@ -272,10 +275,7 @@ def cycle_reproject_loss_forward_grad(x, y_relift, R, y_rot, weights, l1, c, roo
     weights' sum first: every gradient carries it). Returns (loss_2d, loss_3d, wsum, grad_x or
     empty, grad_y_relift, grad_R, grad_y_rot or empty), as the C++ op of the same name."""
     N, J, _ = x.shape
-    gx = torch.empty_like(x) if need_x else x.new_empty(0)
-    gyl = torch.empty_like(y_relift)
-    gR = torch.empty_like(R)
-    gyr = torch.empty_like(y_rot) if need_y_rot else y_rot.new_empty(0)
+    gx, gyl, gR, gyr = _gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot)
     if weights is None:
         wsum = torch.full((), float(N * J), dtype=torch.float64, device=x.device)
     else:

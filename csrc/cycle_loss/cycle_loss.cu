@@ -94,6 +94,19 @@ __global__ void reproject_forward_kernel(const T* __restrict__ x, const T* __res
   block_sums(double(acc[0]), double(acc[1]), double(acc[2]), partials);
 }
 
+// Pose n's gradients (and its loss sums into acc, when not nullptr) with k2, k3 known.
+template <typename T>
+__device__ void pose_gradient(int64_t n, const T* __restrict__ x, const T* __restrict__ yl, const T* __restrict__ R,
+                              const T* __restrict__ yr, const T* __restrict__ w, const ReprojectArgs& a, T k2, T k3,
+                              T* __restrict__ gyl, T* __restrict__ gR, T* __restrict__ gyr, T* __restrict__ gx,
+                              T* acc) {
+  const int64_t J = a.J;
+  T xb[2 * kCudaMaxJointsRenorm], g2buf[2 * kCudaMaxJointsRenorm];  // J checked by the glue
+  cycle_reproject_pose_backward<T, T>(x + n * J * 2, yl + n * J * 3, R + n * 9, yr + n * J * 3,
+                                      w ? w + n * J : nullptr, a, J, k2, k3, gyl + n * J * 3, gR + n * 9,
+                                      gyr ? gyr + n * J * 3 : nullptr, gx ? gx + n * J * 2 : nullptr, xb, g2buf, acc);
+}
+
 template <typename T>
 __global__ void reproject_backward_kernel(const T* __restrict__ g2, const T* __restrict__ g3,
                                           const T* __restrict__ wsum, const T* __restrict__ x,
@@ -105,11 +118,7 @@ __global__ void reproject_backward_kernel(const T* __restrict__ g2, const T* __r
   if (n >= N) return;
   T k2, k3;
   coefficients(g2, g3, wsum, &k2, &k3);
-  const int64_t J = a.J;
-  T xb[2 * kCudaMaxJointsRenorm], g2buf[2 * kCudaMaxJointsRenorm];
-  cycle_reproject_pose_backward<T, T>(x + n * J * 2, yl + n * J * 3, R + n * 9, yr + n * J * 3,
-                                      w ? w + n * J : nullptr, a, J, k2, k3, gyl + n * J * 3, gR + n * 9,
-                                      gyr ? gyr + n * J * 3 : nullptr, gx ? gx + n * J * 2 : nullptr, xb, g2buf);
+  pose_gradient(n, x, yl, R, yr, w, a, k2, k3, gyl, gR, gyr, gx, static_cast<T*>(nullptr));
 }
 
 // Sum of the kept weights (w > 0) into partials slot 2 of each block (the finishing block then
@@ -135,13 +144,7 @@ __global__ void reproject_forward_grad_kernel(double w2, double w3, const T* __r
   if (n < N) {
     const double W = double(*wsum);
     const double den = W > double(FLT_MIN) ? W : double(FLT_MIN);
-    const T k2 = T(w2 / (2 * den)), k3 = T(w3 / (3 * den));
-    const int64_t J = a.J;
-    T xb[2 * kCudaMaxJointsRenorm], g2buf[2 * kCudaMaxJointsRenorm];
-    cycle_reproject_pose_backward<T, T>(x + n * J * 2, yl + n * J * 3, R + n * 9, yr + n * J * 3,
-                                        w ? w + n * J : nullptr, a, J, k2, k3, gyl + n * J * 3, gR + n * 9,
-                                        gyr ? gyr + n * J * 3 : nullptr, gx ? gx + n * J * 2 : nullptr, xb, g2buf,
-                                        acc);
+    pose_gradient(n, x, yl, R, yr, w, a, T(w2 / (2 * den)), T(w3 / (3 * den)), gyl, gR, gyr, gx, acc);
   }
   block_sums(double(acc[0]), double(acc[1]), double(acc[2]), partials);
 }

@@ -164,18 +164,18 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
   rotate_project_pose_forward<E, S>(yl, R, xb, static_cast<E*>(nullptr), J, a.root, a.transpose, S(a.c),
                                     S(a.m), a.renorm, a.head, S(a.eps));
   for (int64_t j = 0; j < J; ++j) {
-    const E a2 = w ? fl_select(w[j] > S(0), w[j] * k2, zero) : zero + k2;
+    const auto keep = w ? (w[j] > S(0)) : (zero == zero);
+    const E wk = w ? fl_select(keep, w[j], zero) : zero + S(1);
+    const E a2 = w ? fl_select(keep, w[j] * k2, zero) : zero + k2;
+    E e2 = zero;
     for (int i = 0; i < 2; ++i) {
       // where a2 == 0 the difference may be NaN (excluded joint): select, never multiply
       const E g = fl_select(a2 != S(0), a2 * cyc_df<E, S>(xb[2 * j + i] - x[2 * j + i], a.l1), zero);
       g2buf[2 * j + i] = g;
       if (gx) gx[2 * j + i] = -g;
+      if (acc) e2 = e2 + cyc_f<E, S>(fl_select(keep, x[2 * j + i] - xb[2 * j + i], zero), a.l1);
     }
     if (acc) {
-      const auto keep = w ? (w[j] > S(0)) : (zero == zero);
-      const E wk = w ? fl_select(keep, w[j], zero) : zero + S(1);
-      E e2 = zero;
-      for (int i = 0; i < 2; ++i) e2 = e2 + cyc_f<E, S>(fl_select(keep, x[2 * j + i] - xb[2 * j + i], zero), a.l1);
       acc[0] = acc[0] + wk * e2;
       acc[2] = acc[2] + wk;
     }
@@ -188,12 +188,12 @@ FASTLIFT_HDI void cycle_reproject_pose_backward(const E* __restrict__ x, const E
     h[i] = zero;
   }
   for (int64_t j = 0; j < J; ++j) {
-    const E a3 = w ? fl_select(w[j] > S(0), w[j] * k3, zero) : zero + k3;
-    const auto keep3 = w ? (w[j] > S(0)) : (zero == zero);
-    const E wk3 = w ? fl_select(keep3, w[j], zero) : zero + S(1);
+    const auto keep = w ? (w[j] > S(0)) : (zero == zero);
+    const E wk = w ? fl_select(keep, w[j], zero) : zero + S(1);
+    const E a3 = w ? fl_select(keep, w[j] * k3, zero) : zero + k3;
     for (int i = 0; i < 3; ++i) {
       const E r = (yl[3 * j + i] - yr[3 * j + i]) - dr[i];
-      if (acc) acc[1] = acc[1] + wk3 * cyc_f<E, S>(fl_select(keep3, r, zero), a.l1);
+      if (acc) acc[1] = acc[1] + wk * cyc_f<E, S>(fl_select(keep, r, zero), a.l1);
       const E g = fl_select(a3 != S(0), a3 * cyc_df<E, S>(r, a.l1), zero);
       gyl[3 * j + i] = gyl[3 * j + i] + g;
       h[i] = h[i] + g;
