@@ -101,6 +101,7 @@ class TrainConfig:
     w_temporal: float = _f(1.0, "weight of the temporal adversarial loss (paper 1)")
     w_bone_sym: float = _f(0.0, "weight of the left/right bone-length symmetry cue on the lift")
     w_bone_temporal: float = _f(0.0, "weight of the bone-length constancy cue between frames t and t-k")
+    cycle_views: int = _f(1, "random rotations per pose in the cycle losses L_2D and L_3D (the discriminators see the first); more views give the lifter more consistency constraints per step for the cost of re-lifts only")
     consistency: str = _f("mse", "per-element loss of L_2D / L_3D", ("mse", "l1", "huber"))
     consistency_warmup: int = _f(0, "steps over which w_2d and w_3d ramp up linearly from 0")
     flip_augment: bool = _f(True, "mirror a random half of each batch (x -> -x with left/right joints swapped: a valid pose of the mirrored world)")
@@ -162,7 +163,7 @@ class TrainConfig:
                 close = difflib.get_close_matches(str(v), ch, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"config: {f.name} = {v!r} is not one of {', '.join(ch)}{hint}")
-        pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "temporal_offset", "min_poses",
+        pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "cycle_views", "temporal_offset", "min_poses",
                "adapter_steps"]
         for name in pos:
             if getattr(self, name) < 1:

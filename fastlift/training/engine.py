@@ -511,18 +511,22 @@ class Trainer:
                 Y, Y_prev = Y_all[:B], Y_all[B:]
             else:
                 Y, Y_prev = self._lift(x), None
-            # 2. rotate, project, re-normalise
-            R = self._rotations(B, Y)
-            y_fake, Y_rot, _ = self._project(Y, R)
-            y_fake = torch.where(conf[..., None] > 0, y_fake, torch.zeros_like(y_fake))
-            # 3. re-lift, rotate back
+            # 2. rotate, project, re-normalise; with cycle_views K each pose gets K random views,
+            #    stacked view-major, and the discriminators see the first B (view 0)
             need_cycle = ((cfg.use_l2d and cfg.w_2d > 0) or (cfg.use_l3d and cfg.w_3d > 0)) and not warm
+            K = cfg.cycle_views if need_cycle else 1
+            R = self._rotations(K * B, Y)
+            tile = (lambda t: t.repeat(K, *([1] * (t.dim() - 1)))) if K > 1 else (lambda t: t)
+            y_fake_all, Y_rot, _ = self._project(tile(Y), R)
+            y_fake_all = torch.where(tile(conf)[..., None] > 0, y_fake_all, torch.zeros_like(y_fake_all))
+            y_fake = y_fake_all[:B]
+            # 3. re-lift, rotate back
             out = {}
             if need_cycle:
-                Y_re = self._lift(y_fake)
-                w = conf if cfg.use_confidence else None
+                Y_re = self._lift(y_fake_all)
+                w = tile(conf) if cfg.use_confidence else None
                 with self._fp32():  # rotate back, re-project, both losses: one fused op
-                    l2d, l3d = geo.cycle_reprojection_loss(x, Y_re, R, Y_rot, weights=w, kind=cfg.consistency,
+                    l2d, l3d = geo.cycle_reprojection_loss(tile(x), Y_re, R, Y_rot, weights=w, kind=cfg.consistency,
                                                            c=cfg.c, root=self.root, head=self.head,
                                                            floor=cfg.projection_floor, min_depth=cfg.min_depth)
             else:
@@ -534,7 +538,7 @@ class Trainer:
             for _ in range(cfg.d_steps):
                 out.update(self._d_update(x, yf))
             if self.temporal:
-                y_prev_fake, _, _ = self._project(Y_prev, R)
+                y_prev_fake, _, _ = self._project(Y_prev, R[:B])
                 pf = y_prev_fake.detach()
                 out.update(self._t_update(x, prev, yf, pf))
 
