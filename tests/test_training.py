@@ -173,6 +173,7 @@ def test_plots_are_skipped_with_a_message_without_matplotlib(files, tmp_path, mo
     dict(dropout=0.5, depth_floor="hard", projection_floor="hard", consistency="l1", amp="bf16"),
     dict(amp="fp16", d_bend_negatives=1.0, d_warmup=2, flip_augment=False, consistency="huber"),
     dict(rotation_axis="camera"),
+    dict(cycle_views=3, amp="bf16"),
 ])
 def test_modes_and_ablations_train(files, tmp_path, kw):
     cfg = cfg_for(files, tmp_path, steps=4, val_every=0, ckpt_every=0, **kw)
@@ -182,6 +183,39 @@ def test_modes_and_ablations_train(files, tmp_path, kw):
     assert s["steps"] == 4
     changed = any(not torch.equal(before[k], v) for k, v in tr.lifter.state_dict().items())
     assert changed
+
+
+def test_cycle_views_tile_the_batch_with_fresh_rotations(files, tmp_path, monkeypatch):
+    """cycle_views K: the cycle losses see each pose K times, each time under its own rotation;
+    the discriminator update still sees one fake per pose."""
+    from fastlift.training import engine
+    cfg = cfg_for(files, tmp_path, steps=1, val_every=0, ckpt_every=0, cycle_views=3, batch_size=64)
+    tr = Trainer(cfg, log=lambda *a: None)
+    seen = {}
+    real_loss, real_d = engine.geo.cycle_reprojection_loss, tr._d_update
+
+    def spy_loss(x, Y_re, R, Y_rot, **kw):
+        seen.update(x=x.detach().clone(), R=R.detach().clone(), n=Y_re.shape[0])
+        return real_loss(x, Y_re, R, Y_rot, **kw)
+
+    def spy_d(real, fake):
+        seen.update(d_real=real.shape[0], d_fake=fake.shape[0])
+        return real_d(real, fake)
+
+    monkeypatch.setattr(engine.geo, "cycle_reprojection_loss", spy_loss)
+    monkeypatch.setattr(tr, "_d_update", spy_d)
+    out = tr.unsupervised_step(next(tr._iterate()))
+    B = 64
+    assert seen["n"] == 3 * B and seen["d_real"] == B and seen["d_fake"] == B
+    x = seen["x"]
+    torch.testing.assert_close(x[:B], x[B:2 * B], rtol=0, atol=0)
+    torch.testing.assert_close(x[:B], x[2 * B:], rtol=0, atol=0)
+    R = seen["R"]
+    for a, b in ((0, 1), (0, 2), (1, 2)):  # every view its own rotation
+        assert (R[a * B:(a + 1) * B] - R[b * B:(b + 1) * B]).abs().amax(dim=(1, 2)).min() > 1e-4
+    assert torch.isfinite(out["loss_3d"]) and float(out["loss_3d"]) > 0
+    with pytest.raises(ConfigError, match="cycle_views must be >= 1"):
+        cfg_for(files, tmp_path, cycle_views=0)
 
 
 def test_no_discriminator_ablation_leaves_d_untouched(files, tmp_path):
