@@ -218,6 +218,23 @@ def test_cycle_views_tile_the_batch_with_fresh_rotations(files, tmp_path, monkey
         cfg_for(files, tmp_path, cycle_views=0)
 
 
+def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):
+    cfg = cfg_for(files, tmp_path, steps=2, val_every=0, ckpt_every=0, w_3d=30.0, w_3d_final=100.0, w_3d_ramp=1000)
+    tr = Trainer(cfg, log=lambda *a: None)
+    for step, w in ((0, 30.0), (250, 47.5), (1000, 100.0), (5000, 100.0)):
+        tr.step = step
+        assert tr._w_3d() == pytest.approx(w)
+    flat = Trainer(cfg_for(files, tmp_path / "b", steps=2, w_3d=30.0), log=lambda *a: None)
+    flat.step = 800
+    assert flat._w_3d() == 30.0
+    # from zero: the cycle still runs (and its loss is reported) while w_3d itself is 0
+    zero = Trainer(cfg_for(files, tmp_path / "c", steps=2, w_3d=0.0, w_3d_final=10.0, w_2d=0.0), log=lambda *a: None)
+    out = zero.unsupervised_step(next(zero._iterate()))
+    assert float(out["loss_3d"]) > 0
+    with pytest.raises(ConfigError, match="w_3d_ramp must be >= 0"):
+        cfg_for(files, tmp_path, w_3d_ramp=-1)
+
+
 def test_no_discriminator_ablation_leaves_d_untouched(files, tmp_path):
     cfg = cfg_for(files, tmp_path, steps=3, use_discriminator=False, val_every=0)
     tr = Trainer(cfg, log=lambda *a: None)

@@ -513,7 +513,7 @@ class Trainer:
                 Y, Y_prev = self._lift(x), None
             # 2. rotate, project, re-normalise; with cycle_views K each pose gets K random views,
             #    stacked view-major, and the discriminators see the first B (view 0)
-            need_cycle = ((cfg.use_l2d and cfg.w_2d > 0) or (cfg.use_l3d and cfg.w_3d > 0)) and not warm
+            need_cycle = ((cfg.use_l2d and cfg.w_2d > 0) or (cfg.use_l3d and (cfg.w_3d > 0 or cfg.w_3d_final > 0))) and not warm
             K = cfg.cycle_views if need_cycle else 1
             R = self._rotations(K * B, Y)
             tile = (lambda t: t.repeat(K, *([1] * (t.dim() - 1)))) if K > 1 else (lambda t: t)
@@ -550,7 +550,7 @@ class Trainer:
         if cfg.use_l2d:
             loss = loss + cfg.w_2d * ramp * l2d
         if cfg.use_l3d:
-            loss = loss + cfg.w_3d * ramp * l3d
+            loss = loss + self._w_3d() * ramp * l3d
         if self.use_d:
             with self._frozen(self.disc), self._autocast():
                 adv = L.g_loss(cfg.gan_loss, self.d_fwd(y_fake))
@@ -573,6 +573,14 @@ class Trainer:
         self._update_ema()
         out.update(loss_g=loss.detach(), loss_2d=l2d.detach(), loss_3d=l3d.detach())
         return out
+
+    def _w_3d(self) -> float:
+        """The L_3D weight of this step: w_3d, or on the way from w_3d to w_3d_final."""
+        cfg = self.cfg
+        if not cfg.w_3d_final:
+            return cfg.w_3d
+        t = min(1.0, self.step / cfg.w_3d_ramp) if cfg.w_3d_ramp else 1.0
+        return cfg.w_3d + (cfg.w_3d_final - cfg.w_3d) * t
 
     @contextlib.contextmanager
     def _frozen(self, module):
