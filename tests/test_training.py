@@ -100,6 +100,24 @@ def test_gan_losses_order_real_above_fake(kind):
     assert L.g_loss(kind, good) < L.g_loss(kind, bad)
 
 
+def test_depth_extent_loss_penalises_only_poses_deeper_than_wide():
+    g = torch.Generator().manual_seed(5)
+    Y = torch.randn(17, 17, 3, generator=g)
+    Y[..., 2] *= 0.05                       # shallow poses: every depth offset well inside the radius
+    assert float(L.depth_extent_loss(Y, 0, 1.0)) == 0.0
+    deep = Y.clone()
+    deep[3, 7, 2] = deep[3, 0, 2] + 5.0 * (deep[3, :, :2] - deep[3, :1, :2]).norm(dim=-1).amax()
+    v = L.depth_extent_loss(deep, 0, 1.0)
+    # one joint 5 radii deep: (5 - 1)^2 over 17 * 17 elements
+    assert float(v) == pytest.approx(16.0 / (17 * 17), rel=1e-4)
+    assert float(L.depth_extent_loss(deep * 7.3, 0, 1.0)) == pytest.approx(float(v), rel=1e-4)  # scale-free
+    deep.requires_grad_(True)
+    L.depth_extent_loss(deep, 0, 1.0).backward()
+    gz = deep.grad[3, 7, 2]
+    assert torch.isfinite(deep.grad).all() and float(gz) > 0  # pulls the joint back toward the root
+    assert float(deep.grad[torch.arange(17) != 3].abs().sum()) == 0.0
+
+
 def test_gradient_penalty_is_zero_for_unit_slope_critic():
     w = torch.zeros(34)
     w[0] = 1.0
@@ -174,6 +192,7 @@ def test_plots_are_skipped_with_a_message_without_matplotlib(files, tmp_path, mo
     dict(amp="fp16", d_bend_negatives=1.0, d_warmup=2, flip_augment=False, consistency="huber"),
     dict(rotation_axis="camera"),
     dict(cycle_views=3, amp="bf16"),
+    dict(w_depth_extent=10.0, depth_extent_margin=0.1),
 ])
 def test_modes_and_ablations_train(files, tmp_path, kw):
     cfg = cfg_for(files, tmp_path, steps=4, val_every=0, ckpt_every=0, **kw)

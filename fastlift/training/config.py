@@ -100,6 +100,8 @@ class TrainConfig:
     w_3d: float = _f(30.0, "weight of L_3D (paper 0.001; per-element means, see docs/training.md)")
     w_temporal: float = _f(1.0, "weight of the temporal adversarial loss (paper 1)")
     w_bone_sym: float = _f(0.0, "weight of the left/right bone-length symmetry cue on the lift")
+    w_depth_extent: float = _f(0.0, "weight of the depth-extent cue on the lift: squared excess of a joint's depth offset from the root over depth_extent_margin times the pose's image-plane radius (0: off)")
+    depth_extent_margin: float = _f(1.0, "depth offset, in units of the pose's image-plane radius, beyond which the depth-extent cue applies")
     w_bone_temporal: float = _f(0.0, "weight of the bone-length constancy cue between frames t and t-k")
     cycle_views: int = _f(1, "random rotations per pose in the cycle losses L_2D and L_3D (the discriminators see the first): more consistency constraints per step for the cost of re-lifts only. 4 locked in the wrong depth sign from the start on the synthetic data (docs/training.md), so the default is 1")
     consistency: str = _f("mse", "per-element loss of L_2D / L_3D", ("mse", "l1", "huber"))
@@ -171,7 +173,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
-                  "lr_warmup", "consistency_warmup", "w_3d_final", "w_3d_ramp", "grad_clip", "gp_weight", "threads", "weight_decay"]
+                  "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "grad_clip", "gp_weight", "threads", "weight_decay"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")

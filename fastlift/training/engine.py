@@ -566,7 +566,9 @@ class Trainer:
             bone = bone + cfg.w_bone_sym * L.bone_symmetry_loss(Y, *self._sym)
         if self.use_bone_temporal and Y_prev is not None:
             bone = bone + cfg.w_bone_temporal * L.bone_constancy_loss(Y, Y_prev, self._bone_child, self._bone_parent)
-        if cfg.w_bone_sym > 0 or self.use_bone_temporal:
+        if cfg.w_depth_extent > 0:
+            bone = bone + cfg.w_depth_extent * L.depth_extent_loss(Y.float(), self.root, cfg.depth_extent_margin)
+        if cfg.w_bone_sym > 0 or self.use_bone_temporal or cfg.w_depth_extent > 0:
             loss = loss + bone
             out["loss_bone"] = bone.detach()
         self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)

@@ -108,3 +108,14 @@ def bone_constancy_loss(Y_t: torch.Tensor, Y_prev: torch.Tensor, child, parent) 
     sa = a / (a.sum(1, keepdim=True) + 1e-6)
     sb = b / (b.sum(1, keepdim=True) + 1e-6)
     return ((sa - sb) ** 2).sum(1).mean()
+
+
+def depth_extent_loss(Y: torch.Tensor, root: int = 0, margin: float = 1.0) -> torch.Tensor:
+    """Mean squared excess of each joint's depth offset from the root over ``margin`` times the
+    pose's own image-plane radius (the largest x-y distance of a joint from the root): zero for
+    bodies about as deep as they are wide, growing for lifts that stretch along the viewing axis.
+    Scale-free. ``Y``: (B, J, 3), camera frame (z forward)."""
+    rel = Y - Y[:, root:root + 1]
+    radius = rel[..., :2].norm(dim=-1).amax(dim=1, keepdim=True).clamp_min(1e-6)
+    return torch.relu(rel[..., 2].abs() / radius - margin).square().mean()
+
