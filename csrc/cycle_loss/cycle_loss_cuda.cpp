@@ -6,8 +6,10 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <tuple>
 
 #include "cycle_loss/cycle_loss_launch.h"
+#include "cycle_loss/cycle_reproject.h"
 
 namespace fastlift {
 
@@ -139,9 +141,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_
   check_scalar(wsum, "wsum", dt);
   const int64_t N = x.size(0);
   const c10::cuda::CUDAGuard guard(x.device());
-  at::Tensor gyl = at::empty_like(y_relift), gR = at::empty_like(R);
-  at::Tensor gyr = need_y_rot ? at::empty_like(y_rot) : at::empty({0}, y_rot.options());
-  at::Tensor gx = need_x ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor gx, gyl, gR, gyr;  // named (not a structured binding): the dispatch lambda captures them (C++17)
+  std::tie(gx, gyl, gR, gyr) = reproject_gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot);
   AT_DISPATCH_FLOATING_TYPES(dt, "cycle_reproject_loss_backward_cuda", [&] {
     const cudaError_t err = cycle_reproject_backward_launch<scalar_t>(
         grad_2d.data_ptr<scalar_t>(), grad_3d.data_ptr<scalar_t>(), wsum.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
@@ -166,9 +167,8 @@ cycle_reproject_loss_forward_grad_cuda(const at::Tensor& x, const at::Tensor& y_
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor partials = at::empty({cycle_loss_partials(N * a.J)}, x.options().dtype(at::kDouble));
   at::Tensor out = at::empty({6}, x.options());
-  at::Tensor gyl = at::empty_like(y_relift), gR = at::empty_like(R);
-  at::Tensor gyr = need_y_rot ? at::empty_like(y_rot) : at::empty({0}, y_rot.options());
-  at::Tensor gx = need_x ? at::empty_like(x) : at::empty({0}, x.options());
+  at::Tensor gx, gyl, gR, gyr;  // named (not a structured binding): the dispatch lambda captures them (C++17)
+  std::tie(gx, gyl, gR, gyr) = reproject_gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cycle_reproject_loss_forward_grad_cuda", [&] {
     const cudaError_t err = cycle_reproject_forward_grad_launch<scalar_t>(
         x.data_ptr<scalar_t>(), y_relift.data_ptr<scalar_t>(), R.data_ptr<scalar_t>(), y_rot.data_ptr<scalar_t>(),

@@ -50,14 +50,6 @@ ReprojectArgs check_inputs(const at::Tensor& x, const at::Tensor& yl, const at::
   return ReprojectArgs{J, root, head, transpose, renorm, l1, c, min_depth, eps};
 }
 
-// (grad_x or empty, grad_y_relift, grad_R, grad_y_rot or empty), uninitialised.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gradient_buffers(const at::Tensor& x, const at::Tensor& yl,
-                                                                             const at::Tensor& R, const at::Tensor& yr,
-                                                                             bool need_x, bool need_y_rot) {
-  return {need_x ? at::empty_like(x) : at::empty({0}, x.options()), at::empty_like(yl), at::empty_like(R),
-          need_y_rot ? at::empty_like(yr) : at::empty({0}, yr.options())};
-}
-
 // Poses [n, n + kLanes) of every input into lane-major scratch (W only with weights).
 template <typename JT>
 FASTLIFT_SIMD void load_lanes(const float* x, const float* yl, const float* R, const float* yr, const float* w,
@@ -295,7 +287,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> cycle_reproject_loss_
   TORCH_CHECK(grad_2d.numel() == 1 && grad_3d.numel() == 1 && wsum.numel() == 1, kOp,
               " backward: grad_2d, grad_3d and wsum must be scalars");
   const int64_t N = x.size(0), J = a.J;
-  auto [gx, gyl, gR, gyr] = gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot);
+  auto [gx, gyl, gR, gyr] = reproject_gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot);
   const double den = std::max(wsum.item<double>(), double(std::numeric_limits<float>::min()));
   const double k2 = grad_2d.item<double>() / (2 * den), k3 = grad_3d.item<double>() / (3 * den);
   if (x.scalar_type() == at::kFloat) {
@@ -326,7 +318,7 @@ cycle_reproject_loss_forward_grad_cpu(const at::Tensor& x, const at::Tensor& y_r
   const ReprojectArgs a =
       check_inputs(x, y_relift, R, y_rot, weights, l1, c, root, transpose, min_depth, renormalize, head, eps);
   const int64_t N = x.size(0), J = a.J;
-  auto [gx, gyl, gR, gyr] = gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot);
+  auto [gx, gyl, gR, gyr] = reproject_gradient_buffers(x, y_relift, R, y_rot, need_x, need_y_rot);
   // The mean's denominator first (one pass over the weights only): every gradient carries it.
   double W = double(N) * double(J);
   if (weights.has_value())
