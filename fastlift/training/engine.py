@@ -561,16 +561,17 @@ class Trainer:
                     lt = L.g_loss(cfg.gan_loss, self.t_fwd(y_fake, y_prev_fake))
                 loss = loss + cfg.w_temporal * lt
                 out["loss_t"] = lt.detach()
-        bone = torch.zeros((), device=self.device)
+        # cues on the lift (bone lengths, depth extent); their weighted sum is logged as loss_bone
+        cues = torch.zeros((), device=self.device)
         if cfg.w_bone_sym > 0 and self._sym is not None:
-            bone = bone + cfg.w_bone_sym * L.bone_symmetry_loss(Y, *self._sym)
+            cues = cues + cfg.w_bone_sym * L.bone_symmetry_loss(Y, *self._sym)
         if self.use_bone_temporal and Y_prev is not None:
-            bone = bone + cfg.w_bone_temporal * L.bone_constancy_loss(Y, Y_prev, self._bone_child, self._bone_parent)
+            cues = cues + cfg.w_bone_temporal * L.bone_constancy_loss(Y, Y_prev, self._bone_child, self._bone_parent)
         if cfg.w_depth_extent > 0:
-            bone = bone + cfg.w_depth_extent * L.depth_extent_loss(Y.float(), self.root, cfg.depth_extent_margin)
+            cues = cues + cfg.w_depth_extent * L.depth_extent_loss(Y, self.root, cfg.depth_extent_margin)
         if cfg.w_bone_sym > 0 or self.use_bone_temporal or cfg.w_depth_extent > 0:
-            loss = loss + bone
-            out["loss_bone"] = bone.detach()
+            loss = loss + cues
+            out["loss_bone"] = cues.detach()
         self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)
         self._update_ema()
         out.update(loss_g=loss.detach(), loss_2d=l2d.detach(), loss_3d=l3d.detach())
