@@ -117,6 +117,14 @@ class TrainConfig:
     d_bend_negatives: float = _f(0.0, "weight of real poses with one knee or elbow bent the other way in 2D (the end joint reflected across the upper limb) as extra fakes for D (0: off)")
     d_warmup: int = _f(0, "first steps in which only the discriminators train (the lifter waits): D learns chirality and joint-bend cues before the lifter commits to depth signs")
     d_acc_cap: float = _f(1.0, "skip D's update while its batch accuracy exceeds this (1: never)")
+    w_flow: float = _f(0.0, "weight of the flow prior: the negative log-likelihood (nats per coordinate) of the re-projected poses under a normalising-flow density of the real 2D poses, trained before the lifter and then frozen (0: off)")
+    flow_steps: int = _f(1000, "updates of the flow prior's training (before the lifter's; counted in max_minutes)")
+    flow_width: int = _f(128, "hidden width of the flow prior's couplings")
+    flow_layers: int = _f(6, "affine couplings of the flow prior")
+    flow_lr: float = _f(1e-3, "learning rate of the flow prior's training (Adam, cosine to 0)")
+    flow_batch_size: int = _f(1024, "poses per update of the flow prior's training")
+    flow_noise: float = _f(0.002, "standard deviation of the Gaussian noise added to the flow prior's training poses (normalised units: the head-root distance is 1/c), which smooths the density")
+    flow_nll_cap: float = _f(0.0, "per-pose NLL (nats per coordinate) above which the flow loss grows only logarithmically: re-projections far outside the 2D data would otherwise give gradients orders of magnitude larger than the rest")
 
     # ---------------------------------------------------------------- discriminators
     d_width: int = _f(512, "2D discriminator width (paper 1024)")
@@ -168,19 +176,20 @@ class TrainConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"config: {f.name} = {v!r} is not one of {', '.join(ch)}{hint}")
         pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "cycle_views", "temporal_offset", "min_poses",
-               "adapter_steps"]
+               "adapter_steps", "flow_steps", "flow_width", "flow_batch_size"]
         for name in pos:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
-                  "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "grad_clip", "gp_weight", "threads", "weight_decay"]
+                  "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "grad_clip", "gp_weight", "threads", "weight_decay",
+                  "w_flow", "flow_noise"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
         for name in ("dropout", "d_dropout", "label_smoothing", "extra_target_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("c", "min_depth", "lr", "d_lr_ratio"):
+        for name in ("c", "min_depth", "lr", "d_lr_ratio", "flow_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"config: {name} must be > 0, got {getattr(self, name)}")
         for name in ("beta1", "beta2", "ema"):
@@ -190,6 +199,8 @@ class TrainConfig:
             r = getattr(self, name)
             if len(r) != 2 or not r[0] <= r[1]:
                 raise ConfigError(f"config: {name} must be [low, high] with low <= high, got {r}")
+        if self.flow_layers < 2:
+            raise ConfigError(f"config: flow_layers must be >= 2, got {self.flow_layers}")
         if not 0 < self.d_acc_cap <= 1:
             raise ConfigError(f"config: d_acc_cap must be in (0, 1], got {self.d_acc_cap}")
         if self.preset not in PRESETS:
@@ -410,9 +421,11 @@ STRUCTURAL_FIELDS = ("mode", "layout", "width", "blocks", "batch_norm", "activat
 #: Fields that must also agree for an exact resume (they change the optimiser state or data order).
 RESUME_FIELDS = STRUCTURAL_FIELDS + ("use_discriminator", "use_temporal", "gan_loss", "batch_size", "seed",
                                      "data", "synthetic_seed", "temporal_offset", "extra_2d", "extra_layout",
-                                     "extra_adapt", "adapter_steps", "extra_target_fraction")
+                                     "extra_adapt", "adapter_steps", "extra_target_fraction", "flow_width",
+                                     "flow_layers", "flow_steps")
 #: Fields added after the first checkpoints: absent from a checkpoint means their default.
-_LATER_FIELDS = ("extra_2d", "extra_layout", "extra_adapt", "adapter_steps", "extra_target_fraction")
+_LATER_FIELDS = ("extra_2d", "extra_layout", "extra_adapt", "adapter_steps", "extra_target_fraction", "flow_width",
+                 "flow_layers", "flow_steps")
 
 
 def structural_diff(saved: dict, cfg: TrainConfig, keys=STRUCTURAL_FIELDS) -> list[str]:

@@ -46,17 +46,19 @@ import torch.distributed as dist
 from fastlift._atomic import atomic_write
 from fastlift.data.layouts import get_layout
 from fastlift.models import Lifter, PoseDiscriminator, TemporalDiscriminator
+from fastlift.models.flow import PoseFlow
 from fastlift.training import geometry as geo
 from fastlift.training import losses as L
 from fastlift.training.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fastlift.training.config import ConfigError, TrainConfig, config_to_toml
 from fastlift.training.evaluate import pose_metrics
+from fastlift.training.prior import capped_nll, flow_training_poses, train_pose_flow
 from fastlift.training.inputs import (EvalSet, input_stats, make_eval_set, normalized_2d, prepare_data,
                                       supervised_targets)
 
 __all__ = ["Trainer", "build_lifter", "build_discriminators", "train"]
 
-CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone",
+CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone", "loss_flow",
                "loss_sup", "loss_d", "loss_dt", "d_acc", "d_flip_acc", "dt_acc", "samples_per_s",
                "val_p_mpjpe", "val_n_mpjpe", "val_mpjpe_scaled", "val_p_mpjpe_flip", "val_p_mpjpe_flat"]
 
@@ -161,6 +163,8 @@ class Trainer:
             self.lifter.set_output_stats(*self._target_stats())
         self.use_d = cfg.mode == "unsupervised" and cfg.use_discriminator and cfg.w_adv > 0
         self.disc, self.tdisc = build_discriminators(cfg, self.layout)
+        self.flow = (PoseFlow(self.J, self.root, cfg.flow_width, cfg.flow_layers, seed=cfg.seed).to(self.device)
+                     if cfg.mode == "unsupervised" and cfg.w_flow > 0 else None)
         self.lifter.to(self.device)
         self.disc.to(self.device)
         self.tdisc.to(self.device)
@@ -351,6 +355,8 @@ class Trainer:
         m = {"lifter": self.lifter, "disc": self.disc, "tdisc": self.tdisc}
         if self.lifter_ema is not None:
             m["lifter_ema"] = self.lifter_ema
+        if self.flow is not None:
+            m["flow"] = self.flow
         return m
 
     @property
@@ -561,6 +567,15 @@ class Trainer:
                     lt = L.g_loss(cfg.gan_loss, self.t_fwd(y_fake, y_prev_fake))
                 loss = loss + cfg.w_temporal * lt
                 out["loss_t"] = lt.detach()
+        if self.flow is not None:
+            # the frozen flow's NLL of the re-projections; poses with a missing joint are left out
+            # (the flow models complete poses; missing joints sit at the root)
+            full = (conf > 0).all(-1).float()
+            with self._frozen(self.flow), self._fp32():
+                nll = capped_nll(self.flow.nll(y_fake.float()), cfg.flow_nll_cap)
+            lf = (nll * full).sum() / full.sum().clamp_min(1.0)
+            loss = loss + cfg.w_flow * lf
+            out["loss_flow"] = lf.detach()
         # cues on the lift (bone lengths, depth extent); their weighted sum is logged as loss_bone
         cues = torch.zeros((), device=self.device)
         if cfg.w_bone_sym > 0 and self._sym is not None:
@@ -728,6 +743,8 @@ class Trainer:
         """
         cfg = self.cfg
         target = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+        if self.flow is not None and not bool(self.flow.trained):
+            self._train_flow()
         self._handlers = self._install() if self._install_signals else None
         csv_path = os.path.join(self.out, "metrics.csv")
         writer, fh = self._open_csv(csv_path) if self.rank == 0 else (None, None)
@@ -812,6 +829,24 @@ class Trainer:
         if self.distributed:
             dist.barrier()
         return summary
+
+    def _train_flow(self):
+        """Fit the flow prior on the training poses before the lifter's first step; its time counts
+        in the run's elapsed time (and so in ``max_minutes``). Every process fits the same flow from
+        the same seed; rank 0's is broadcast so the replicas agree bitwise."""
+        cfg = self.cfg
+        x, conf, _ = normalized_2d(self.data.train, self.root, self.head, cfg.c)
+        poses = flow_training_poses(torch.from_numpy(x), torch.from_numpy(conf),
+                                    self.layout.flip_index if cfg.flip_augment else None).to(self.device)
+        try:
+            info = train_pose_flow(self.flow, poses, cfg.flow_steps, cfg.flow_batch_size, cfg.flow_lr, cfg.flow_noise, seed=cfg.seed,
+                                   progress=cfg.progress and self.rank == 0, log=self.log)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.distributed:
+            for t in list(self.flow.parameters()) + list(self.flow.buffers()):
+                dist.broadcast(t.data, src=0)
+        self.elapsed += info["seconds"]
 
     def plots(self, csv_path: str) -> list[str]:
         """Draw ``curves.png`` (every column of metrics.csv against the step) and, with a
