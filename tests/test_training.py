@@ -252,6 +252,19 @@ def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):
     assert float(out["loss_3d"]) > 0
     with pytest.raises(ConfigError, match="w_3d_ramp must be >= 0"):
         cfg_for(files, tmp_path, w_3d_ramp=-1)
+    # a delayed ramp: w_3d until w_3d_ramp_start, then the ramp; a zero-length ramp is a step
+    late = Trainer(cfg_for(files, tmp_path / "d", steps=2, w_3d=30.0, w_3d_final=100.0, w_3d_ramp=200,
+                           w_3d_ramp_start=750), log=lambda *a: None)
+    for step, w in ((0, 30.0), (749, 30.0), (750, 30.0), (850, 65.0), (950, 100.0), (4000, 100.0)):
+        late.step = step
+        assert late._w_3d() == pytest.approx(w)
+    jump = Trainer(cfg_for(files, tmp_path / "e", steps=2, w_3d=30.0, w_3d_final=100.0, w_3d_ramp=0,
+                           w_3d_ramp_start=750), log=lambda *a: None)
+    for step, w in ((749, 30.0), (750, 100.0)):
+        jump.step = step
+        assert jump._w_3d() == pytest.approx(w)
+    with pytest.raises(ConfigError, match="w_3d_ramp_start must be >= 0"):
+        cfg_for(files, tmp_path, w_3d_ramp_start=-5)
 
 
 def test_no_discriminator_ablation_leaves_d_untouched(files, tmp_path):

@@ -106,8 +106,9 @@ class TrainConfig:
     cycle_views: int = _f(1, "random rotations per pose in the cycle losses L_2D and L_3D (the discriminators see the first): more consistency constraints per step for the cost of re-lifts only. 4 locked in the wrong depth sign from the start on the synthetic data (docs/training.md), so the default is 1")
     consistency: str = _f("mse", "per-element loss of L_2D / L_3D", ("mse", "l1", "huber"))
     consistency_warmup: int = _f(0, "steps over which w_2d and w_3d ramp up linearly from 0")
-    w_3d_final: float = _f(0.0, "weight L_3D rises to over the first w_3d_ramp steps, linearly from w_3d (0: w_3d throughout). 30 -> 100 over 1000 steps collapsed one of two seeds on the synthetic data (docs/training.md), so it is off by default")
+    w_3d_final: float = _f(0.0, "weight L_3D rises to, linearly from w_3d, over the w_3d_ramp steps from w_3d_ramp_start (0: w_3d throughout). 30 -> 100 over 1000 steps collapsed one of two seeds on the synthetic data (docs/training.md), so it is off by default")
     w_3d_ramp: int = _f(1000, "steps over which the L_3D weight moves from w_3d to w_3d_final")
+    w_3d_ramp_start: int = _f(0, "step at which the L_3D weight starts to move from w_3d to w_3d_final (the early phase, where strong L_3D weights collapsed, keeps w_3d)")
     flip_augment: bool = _f(True, "mirror a random half of each batch (x -> -x with left/right joints swapped: a valid pose of the mirrored world)")
     use_confidence: bool = _f(True, "weight L_2D per joint by the 2D confidence")
     gan_loss: str = _f("bce", "GAN loss", ("bce", "lsgan", "wgan-gp"))
@@ -181,7 +182,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
-                  "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "grad_clip", "gp_weight", "threads", "weight_decay",
+                  "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
                   "w_flow", "flow_noise"]
         for name in nonneg:
             if getattr(self, name) < 0:

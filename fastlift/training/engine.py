@@ -597,7 +597,10 @@ class Trainer:
         cfg = self.cfg
         if not cfg.w_3d_final:
             return cfg.w_3d
-        t = min(1.0, self.step / cfg.w_3d_ramp) if cfg.w_3d_ramp else 1.0
+        since = self.step - cfg.w_3d_ramp_start
+        if since < 0:
+            return cfg.w_3d
+        t = min(1.0, since / cfg.w_3d_ramp) if cfg.w_3d_ramp else 1.0
         return cfg.w_3d + (cfg.w_3d_final - cfg.w_3d) * t
 
     @contextlib.contextmanager
