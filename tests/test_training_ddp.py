@@ -19,7 +19,9 @@ def test_torchrun_two_processes(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run"]
     cmd = torchrun + ["--nproc_per_node", "2", "--standalone", "-m", "fastlift.train", "--preset", "tiny",
                       "--data", train, "--val", val, "--steps", "6", "--val-every", "3", "--ckpt-every", "3",
-                      "--out", str(out), "--threads", "1", "--tensorboard", "false"]
+                      "--out", str(out), "--threads", "1", "--tensorboard", "false",
+                      # the flow prior too: fitted by each process, rank 0's broadcast, checked with the rest
+                      "--w-flow", "0.5", "--flow-steps", "5", "--flow-width", "16", "--flow-layers", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     log = p.stdout + p.stderr
@@ -27,6 +29,7 @@ def test_torchrun_two_processes(tmp_path):
     st = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
     assert st["world_size"] == 2 and st["step"] == 6
     assert st["loader"]["world_size"] == 2
+    assert bool(st["models"]["flow"]["trained"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 6 and "test" in summary
     # the replicas are checked for bitwise agreement at the end of fit (RuntimeError otherwise)
