@@ -168,6 +168,16 @@ def test_flow_loss_leaves_out_poses_with_missing_joints(files, tmp_path):
     torch.testing.assert_close(out["loss_flow"], capped_nll(seen["nll"], tr.cfg.flow_nll_cap)[0])
 
 
+def test_too_few_complete_poses_for_the_flow_fail_before_training(files, tmp_path):
+    from fastlift.data import PoseSet
+    ps = generate(300, seed=1, split="train", seq_len=50)
+    conf = np.ones((300, 17), dtype=np.float32)
+    conf[20:, 4] = 0.0                         # only 20 poses have every joint
+    holes = PoseSet(keypoints_2d=np.array(ps.keypoints_2d), confidence=conf).save(str(tmp_path / "holes.npz"))
+    with pytest.raises(ConfigError, match="w_flow: the training data has 20 complete 2D poses"):
+        Trainer(_cfg(files, tmp_path, data=holes), log=lambda *a: None)
+
+
 def test_flow_config_is_checked():
     with pytest.raises(ConfigError, match="flow_layers must be >= 2"):
         resolve_config(cli_values={"flow_layers": 1})

@@ -52,9 +52,9 @@ from fastlift.training import losses as L
 from fastlift.training.checkpoint import check_compatible, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fastlift.training.config import ConfigError, TrainConfig, config_to_toml
 from fastlift.training.evaluate import pose_metrics
-from fastlift.training.prior import capped_nll, flow_training_poses, train_pose_flow
 from fastlift.training.inputs import (EvalSet, input_stats, make_eval_set, normalized_2d, prepare_data,
                                       supervised_targets)
+from fastlift.training.prior import capped_nll, flow_training_poses, train_pose_flow
 
 __all__ = ["Trainer", "build_lifter", "build_discriminators", "train"]
 
@@ -165,6 +165,11 @@ class Trainer:
         self.disc, self.tdisc = build_discriminators(cfg, self.layout)
         self.flow = (PoseFlow(self.J, self.root, cfg.flow_width, cfg.flow_layers, seed=cfg.seed).to(self.device)
                      if cfg.mode == "unsupervised" and cfg.w_flow > 0 else None)
+        if self.flow is not None:  # refuse before anything trains, not when the flow's fit begins
+            complete = int((np.asarray(self.data.train.confidence) > 0).all(-1).sum())
+            if complete <= self.flow.dim:
+                raise ConfigError(f"w_flow: the training data has {complete} complete 2D poses (every joint present); "
+                                  f"the flow prior needs more than {self.flow.dim} (or set w_flow 0)")
         self.lifter.to(self.device)
         self.disc.to(self.device)
         self.tdisc.to(self.device)
