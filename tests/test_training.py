@@ -237,6 +237,51 @@ def test_cycle_views_tile_the_batch_with_fresh_rotations(files, tmp_path, monkey
         cfg_for(files, tmp_path, cycle_views=0)
 
 
+def test_adversarial_gain_follows_the_discriminator_accuracy(files, tmp_path):
+    """adv_balance_target: log(gain) moves by rate * (accuracy - target) per step, within the
+    range; the lifter's adversarial term is scaled by it; off, the gain stays 1."""
+    cfg = cfg_for(files, tmp_path, steps=2, val_every=0, ckpt_every=0, adv_balance_target=0.7,
+                  adv_balance_rate=0.1, adv_balance_range=[0.5, 2.0])
+    tr = Trainer(cfg, log=lambda *a: None)
+    assert tr._adv_gain(0.9) == pytest.approx(math.exp(0.1 * 0.2))
+    assert tr._adv_gain(0.9) == pytest.approx(math.exp(0.1 * 0.4))
+    assert tr._adv_gain(0.7) == pytest.approx(math.exp(0.1 * 0.4))      # at the target: unchanged
+    for _ in range(200):
+        tr._adv_gain(1.0)
+    assert tr.adv_gain == 2.0                                           # clamped high
+    for _ in range(400):
+        tr._adv_gain(0.0)
+    assert tr.adv_gain == 0.5                                           # clamped low
+    # the adversarial term of the lifter's loss is scaled by the gain of its step
+    seen = []
+    real_g_loss = L.g_loss
+    tr.adv_gain = 1.6
+    tr._adv_gain = lambda acc: tr.adv_gain
+
+    def spy(kind, logits):
+        v = real_g_loss(kind, logits)
+        seen.append(float(v.detach()))
+        return v
+    import fastlift.training.engine as engine
+    orig = engine.L.g_loss
+    engine.L.g_loss = spy
+    try:
+        tr.cfg.use_l2d = tr.cfg.use_l3d = False
+        tr.cfg.w_bone_sym = 0.0
+        out = tr.unsupervised_step(next(tr._iterate()))
+    finally:
+        engine.L.g_loss = orig
+    expect = 1.6 * (cfg.w_adv * seen[0] + (cfg.w_temporal * seen[1] if len(seen) > 1 else 0.0))
+    assert float(out["loss_g"]) == pytest.approx(expect, rel=1e-5)
+    assert float(out["adv_gain"]) == pytest.approx(1.6)
+    off = Trainer(cfg_for(files, tmp_path / "b", steps=2), log=lambda *a: None)
+    assert off._adv_gain(0.99) == 1.0 and off.adv_gain == 1.0
+    with pytest.raises(ConfigError, match="adv_balance_range"):
+        cfg_for(files, tmp_path, adv_balance_range=[2.0, 4.0])
+    with pytest.raises(ConfigError, match="adv_balance_target"):
+        cfg_for(files, tmp_path, adv_balance_target=1.5)
+
+
 def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):
     cfg = cfg_for(files, tmp_path, steps=2, val_every=0, ckpt_every=0, w_3d=30.0, w_3d_final=100.0, w_3d_ramp=1000)
     tr = Trainer(cfg, log=lambda *a: None)
@@ -284,7 +329,8 @@ def _final_state(tr):
 def test_resume_is_exact(files, tmp_path, mode):
     """2K steps in one go == K steps, checkpoint, resume, K steps (bitwise)."""
     K = 5
-    kw = dict(steps=2 * K, val_every=0, ckpt_every=0, mode=mode, dropout=0.2, batch_size=256)
+    # adv_balance_target on: the adversarial gain is state that a resume must restore
+    kw = dict(steps=2 * K, val_every=0, ckpt_every=0, mode=mode, dropout=0.2, batch_size=256, adv_balance_target=0.6)
     full = Trainer(cfg_for(files, tmp_path / "a", **kw), log=lambda *a: None)
     full.fit()
     first = Trainer(cfg_for(files, tmp_path / "b", **kw), log=lambda *a: None)
@@ -298,6 +344,7 @@ def test_resume_is_exact(files, tmp_path, mode):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert full.loader.state_dict() == resumed.loader.state_dict()
+    assert full.adv_gain == resumed.adv_gain and (mode == "supervised" or full.adv_gain != 1.0)
 
 
 def test_checkpoint_from_another_config_is_refused(files, tmp_path):

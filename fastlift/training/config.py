@@ -118,6 +118,9 @@ class TrainConfig:
     d_bend_negatives: float = _f(0.0, "weight of real poses with one knee or elbow bent the other way in 2D (the end joint reflected across the upper limb) as extra fakes for D (0: off)")
     d_warmup: int = _f(0, "first steps in which only the discriminators train (the lifter waits): D learns chirality and joint-bend cues before the lifter commits to depth signs")
     d_acc_cap: float = _f(1.0, "skip D's update while its batch accuracy exceeds this (1: never)")
+    adv_balance_target: float = _f(0.0, "D batch accuracy the adversarial gain steers toward: the lifter's adversarial weight is w_adv times a gain that grows while D's accuracy is above this and shrinks while below (0: off, gain 1)")
+    adv_balance_rate: float = _f(0.05, "per-step rate of the adversarial gain: log(gain) moves by rate * (accuracy - target) each step")
+    adv_balance_range: typing.List[float] = _f([0.25, 8.0], "[low, high] bounds of the adversarial gain")
     w_flow: float = _f(0.0, "weight of the flow prior: the negative log-likelihood (nats per coordinate) of the re-projected poses under a normalising-flow density of the real 2D poses, trained before the lifter and then frozen (0: off)")
     flow_steps: int = _f(1000, "updates of the flow prior's training (before the lifter's; counted in max_minutes)")
     flow_width: int = _f(128, "hidden width of the flow prior's couplings")
@@ -183,7 +186,7 @@ class TrainConfig:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
-                  "w_flow", "flow_noise"]
+                  "w_flow", "flow_noise", "adv_balance_rate"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
@@ -202,6 +205,11 @@ class TrainConfig:
                 raise ConfigError(f"config: {name} must be [low, high] with low <= high, got {r}")
         if self.flow_layers < 2:
             raise ConfigError(f"config: flow_layers must be >= 2, got {self.flow_layers}")
+        if not 0 <= self.adv_balance_target < 1:
+            raise ConfigError(f"config: adv_balance_target must be in [0, 1), got {self.adv_balance_target}")
+        r = self.adv_balance_range
+        if len(r) != 2 or not 0 < r[0] <= 1 <= r[1]:
+            raise ConfigError(f"config: adv_balance_range must be [low, high] with 0 < low <= 1 <= high, got {r}")
         if not 0 < self.d_acc_cap <= 1:
             raise ConfigError(f"config: d_acc_cap must be in (0, 1], got {self.d_acc_cap}")
         if self.preset not in PRESETS:

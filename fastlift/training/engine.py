@@ -59,7 +59,7 @@ from fastlift.training.prior import capped_nll, flow_training_poses, train_pose_
 __all__ = ["Trainer", "build_lifter", "build_discriminators", "train"]
 
 CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone", "loss_flow",
-               "loss_sup", "loss_d", "loss_dt", "d_acc", "d_flip_acc", "dt_acc", "samples_per_s",
+               "loss_sup", "loss_d", "loss_dt", "d_acc", "d_flip_acc", "dt_acc", "adv_gain", "samples_per_s",
                "val_p_mpjpe", "val_n_mpjpe", "val_mpjpe_scaled", "val_p_mpjpe_flip", "val_p_mpjpe_flat"]
 
 
@@ -215,6 +215,7 @@ class Trainer:
         self._val_step = -1
         self.elapsed = 0.0
         self.best = {"metric": "val_p_mpjpe", "value": float("inf"), "step": -1}
+        self.adv_gain = 1.0   # adv_balance: the adversarial weight's multiplier, steered by D's accuracy
         self.last_val: dict = {}
         bones = self.layout.bones
         self._bone_child = torch.tensor([c for c, _ in bones], device=self.device)
@@ -563,14 +564,15 @@ class Trainer:
         if cfg.use_l3d:
             loss = loss + self._w_3d() * ramp * l3d
         if self.use_d:
+            gain = self._adv_gain(out.get("d_acc"))
             with self._frozen(self.disc), self._autocast():
                 adv = L.g_loss(cfg.gan_loss, self.d_fwd(y_fake))
-            loss = loss + cfg.w_adv * adv
+            loss = loss + cfg.w_adv * gain * adv
             out["loss_adv"] = adv.detach()
             if self.temporal:
                 with self._frozen(self.tdisc), self._autocast():
                     lt = L.g_loss(cfg.gan_loss, self.t_fwd(y_fake, y_prev_fake))
-                loss = loss + cfg.w_temporal * lt
+                loss = loss + cfg.w_temporal * gain * lt
                 out["loss_t"] = lt.detach()
         if self.flow is not None:
             # the frozen flow's NLL of the re-projections; poses with a missing joint are left out
@@ -595,7 +597,26 @@ class Trainer:
         self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)
         self._update_ema()
         out.update(loss_g=loss.detach(), loss_2d=l2d.detach(), loss_3d=l3d.detach())
+        if cfg.adv_balance_target and self.use_d:
+            out["adv_gain"] = torch.tensor(self.adv_gain)
         return out
+
+    def _adv_gain(self, d_acc) -> float:
+        """The adversarial weights' multiplier of this step (``adv_balance_target``): log(gain)
+        moves by ``rate * (accuracy - target)``, so the lifter listens harder to the
+        discriminators while D is winning and less while it is not, within
+        ``adv_balance_range``. 1 when off. Logged as ``adv_gain``."""
+        cfg = self.cfg
+        if not cfg.adv_balance_target or d_acc is None:
+            return 1.0
+        lo, hi = cfg.adv_balance_range
+        acc = torch.as_tensor(d_acc, dtype=torch.float32, device=self.device).clone()
+        if self.distributed:  # one gain for all processes: the mean accuracy over their batches
+            dist.all_reduce(acc)
+            acc /= self.world_size
+        g = self.adv_gain * math.exp(cfg.adv_balance_rate * (float(acc) - cfg.adv_balance_target))
+        self.adv_gain = min(hi, max(lo, g))
+        return self.adv_gain
 
     def _w_3d(self) -> float:
         """The L_3D weight of this step: w_3d, or on the way from w_3d to w_3d_final."""
@@ -997,6 +1018,7 @@ class Trainer:
             "loader": self.loader.state_dict(),
             "rng": rng_state(),
             "best": dict(self.best),
+            "adv_gain": self.adv_gain,
             "world_size": self.world_size,
         }
 
@@ -1022,6 +1044,7 @@ class Trainer:
         self.loader.load_state_dict(st["loader"])
         self.step, self.epoch, self.elapsed = st["step"], st["epoch"], st.get("elapsed", 0.0)
         self.best = st.get("best", self.best)
+        self.adv_gain = float(st.get("adv_gain", 1.0))
         set_rng_state(st["rng"])
 
     # ---------------------------------------------------------------------- signals
