@@ -126,6 +126,26 @@ def test_gradient_penalty_is_zero_for_unit_slope_critic():
     assert gp.abs() < 1e-10
 
 
+def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm():
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(17, 2, generator=g, dtype=torch.float64)
+    v = torch.randn(17, 2, generator=g, dtype=torch.float64)
+    x = torch.randn(5, 17, 2, generator=g, dtype=torch.float64).requires_grad_(True)
+    p = torch.randn(5, 17, 2, generator=g, dtype=torch.float64).requires_grad_(True)
+    out = (x * w).sum((1, 2))
+    pen = L.r1_penalty(out, x, unit=0.1)
+    assert float(pen) == pytest.approx(float((w * 0.1).square().sum()), rel=1e-12)
+    two = (x * w).sum((1, 2)) + (p * v).sum((1, 2))
+    pen2 = L.r1_penalty(two, (x, p), unit=0.1)
+    assert float(pen2) == pytest.approx(float((w * 0.1).square().sum() + (v * 0.1).square().sum()), rel=1e-12)
+    # differentiable: the penalty of a quadratic critic has a gradient for its parameters
+    a = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    q = a * (x * x).sum((1, 2))
+    L.r1_penalty(q, x).backward()
+    # |d q / d x|^2 = 4 a^2 |x|^2, so d pen / d a = 8 a mean |x|^2
+    assert float(a.grad) == pytest.approx(float(8 * 2.0 * x.detach().square().sum((1, 2)).mean()), rel=1e-9)
+
+
 def test_supervised_targets_recover_perspective_depth():
     """The lift of the derived depth offsets matches the 3D pose up to a similarity (to the
     anisotropy the fixed lift depth implies: a few mm), far better than the flat lift."""
@@ -280,6 +300,37 @@ def test_adversarial_gain_follows_the_discriminator_accuracy(files, tmp_path):
         cfg_for(files, tmp_path, adv_balance_range=[2.0, 4.0])
     with pytest.raises(ConfigError, match="adv_balance_target"):
         cfg_for(files, tmp_path, adv_balance_target=1.5)
+
+
+def test_discriminator_input_noise_and_lazy_r1(files, tmp_path):
+    """d_input_noise: every pose D sees carries Gaussian noise of that std (none when off);
+    d_r1 with d_r1_every K: the penalty is applied (and logged) on every K-th step only."""
+    cfg = cfg_for(files, tmp_path, steps=4, val_every=0, ckpt_every=0, d_input_noise=0.01, d_r1=1.0, d_r1_every=2,
+                  batch_size=256)
+    tr = Trainer(cfg, log=lambda *a: None)
+    seen = []
+    real_fwd = tr.d_fwd
+
+    def spy(x):
+        seen.append(x.detach().clone())
+        return real_fwd(x)
+    tr.d_fwd = spy
+    batch = next(tr._iterate())
+    x = batch["keypoints_2d"]
+    out = tr._d_update(x, x.clone())
+    d_in = seen[0]
+    B = x.shape[0]
+    noise = torch.cat([d_in[:B] - x, d_in[B:2 * B] - x])
+    assert float(noise.std()) == pytest.approx(0.01, rel=0.05) and abs(float(noise.mean())) < 1e-3
+    assert "loss_r1" in out and float(out["loss_r1"]) > 0          # step 0: due
+    tr.step = 1
+    assert "loss_r1" not in tr._d_update(x, x.clone())            # step 1: not due
+    off = Trainer(cfg_for(files, tmp_path / "b", steps=1, batch_size=256), log=lambda *a: None)
+    assert torch.equal(off._d_noise(x), x)
+    with pytest.raises(ConfigError, match="d_r1_every must be >= 1"):
+        cfg_for(files, tmp_path, d_r1_every=0)
+    with pytest.raises(ConfigError, match="d_input_noise must be >= 0"):
+        cfg_for(files, tmp_path, d_input_noise=-0.1)
 
 
 def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):

@@ -118,6 +118,9 @@ class TrainConfig:
     d_bend_negatives: float = _f(0.0, "weight of real poses with one knee or elbow bent the other way in 2D (the end joint reflected across the upper limb) as extra fakes for D (0: off)")
     d_warmup: int = _f(0, "first steps in which only the discriminators train (the lifter waits): D learns chirality and joint-bend cues before the lifter commits to depth signs")
     d_acc_cap: float = _f(1.0, "skip D's update while its batch accuracy exceeds this (1: never)")
+    d_r1: float = _f(0.0, "weight of the R1 penalty on the 2D and temporal discriminators: the squared gradient norm of their logits at the real poses, with poses measured in head-root distances (0: off)")
+    d_r1_every: int = _f(1, "apply the R1 penalty on every K-th step only, weighted by K (lazy regularisation: the double backward costs about one more discriminator update)")
+    d_input_noise: float = _f(0.0, "standard deviation of Gaussian noise added to every 2D pose the discriminators see, real and fake, in their updates and the lifter's adversarial terms (normalised units: the head-root distance is 1/c; 0: off)")
     adv_balance_target: float = _f(0.0, "D batch accuracy the adversarial gain steers toward: the lifter's adversarial weight is w_adv times a gain that grows while D's accuracy is above this and shrinks while below (0: off, gain 1)")
     adv_balance_rate: float = _f(0.05, "per-step rate of the adversarial gain: log(gain) moves by rate * (accuracy - target) each step")
     adv_balance_range: typing.List[float] = _f([0.25, 8.0], "[low, high] bounds of the adversarial gain")
@@ -180,13 +183,13 @@ class TrainConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"config: {f.name} = {v!r} is not one of {', '.join(ch)}{hint}")
         pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "cycle_views", "temporal_offset", "min_poses",
-               "adapter_steps", "flow_steps", "flow_width", "flow_batch_size"]
+               "adapter_steps", "flow_steps", "flow_width", "flow_batch_size", "d_r1_every"]
         for name in pos:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
-                  "w_flow", "flow_noise", "adv_balance_rate"]
+                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")

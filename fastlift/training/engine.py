@@ -59,7 +59,7 @@ from fastlift.training.prior import capped_nll, flow_training_poses, train_pose_
 __all__ = ["Trainer", "build_lifter", "build_discriminators", "train"]
 
 CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone", "loss_flow",
-               "loss_sup", "loss_d", "loss_dt", "d_acc", "d_flip_acc", "dt_acc", "adv_gain", "samples_per_s",
+               "loss_sup", "loss_d", "loss_dt", "loss_r1", "d_acc", "d_flip_acc", "dt_acc", "adv_gain", "samples_per_s",
                "val_p_mpjpe", "val_n_mpjpe", "val_mpjpe_scaled", "val_p_mpjpe_flip", "val_p_mpjpe_flat"]
 
 
@@ -566,12 +566,12 @@ class Trainer:
         if self.use_d:
             gain = self._adv_gain(out.get("d_acc"))
             with self._frozen(self.disc), self._autocast():
-                adv = L.g_loss(cfg.gan_loss, self.d_fwd(y_fake))
+                adv = L.g_loss(cfg.gan_loss, self.d_fwd(self._d_noise(y_fake)))
             loss = loss + cfg.w_adv * gain * adv
             out["loss_adv"] = adv.detach()
             if self.temporal:
                 with self._frozen(self.tdisc), self._autocast():
-                    lt = L.g_loss(cfg.gan_loss, self.t_fwd(y_fake, y_prev_fake))
+                    lt = L.g_loss(cfg.gan_loss, self.t_fwd(self._d_noise(y_fake), self._d_noise(y_prev_fake)))
                 loss = loss + cfg.w_temporal * gain * lt
                 out["loss_t"] = lt.detach()
         if self.flow is not None:
@@ -647,16 +647,25 @@ class Trainer:
         chirality from 2D data alone."""
         cfg = self.cfg
         B = real.shape[0]
-        parts = [real, fake]
+        real_in = self._d_noise(real)
+        r1 = self._r1_due()
+        if r1:
+            real_in = real_in.detach().requires_grad_(True)
+        parts = [real_in, self._d_noise(fake)]
         if cfg.d_flip_negatives > 0:
-            parts.append(real * self._mirror_x)
+            parts.append(self._d_noise(real * self._mirror_x))
         if cfg.d_bend_negatives > 0 and self._limbs is not None:
             bent, bent_ok = self._bend_flip(real)
-            parts.append(bent)
+            parts.append(self._d_noise(bent))
         with self._autocast():
             o = self.d_fwd(torch.cat(parts, 0)).float()
         o_real, o_fake = o[:B], o[B:2 * B]
         loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
+        out = {}
+        if r1:
+            pen = L.r1_penalty(o_real, real_in, 1.0 / cfg.c)
+            loss = loss + 0.5 * cfg.d_r1 * cfg.d_r1_every * pen
+            out["loss_r1"] = pen.detach()
         k = 2 * B
         if cfg.d_flip_negatives > 0:
             loss = loss + cfg.d_flip_negatives * L.d_fake_term(cfg.gan_loss, o[k:k + B])
@@ -668,10 +677,20 @@ class Trainer:
         acc = L.d_accuracy(cfg.gan_loss, o_real.detach(), o_fake.detach())
         if cfg.d_acc_cap >= 1.0 or float(acc) <= cfg.d_acc_cap:
             self._update("d", loss, self.disc, self.opt_d)
-        out = {"loss_d": loss.detach(), "d_acc": acc}
+        out.update(loss_d=loss.detach(), d_acc=acc)
         if cfg.d_flip_negatives > 0:
             out["d_flip_acc"] = L.d_accuracy(cfg.gan_loss, o_real.detach(), o[2 * B:3 * B].detach())
         return out
+
+    def _d_noise(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus Gaussian noise of std ``d_input_noise`` (instance noise: real and fake
+        distributions overlap, so D's gradients stay informative); ``x`` itself when off."""
+        s = self.cfg.d_input_noise
+        return x + s * torch.randn_like(x) if s > 0 else x
+
+    def _r1_due(self) -> bool:
+        cfg = self.cfg
+        return cfg.d_r1 > 0 and self.step % cfg.d_r1_every == 0
 
     def _limb_triples(self):
         """(upper, middle, end) joint triples of the knees and elbows the layout has."""
@@ -705,10 +724,16 @@ class Trainer:
         """One update of the temporal discriminator: real (x_t, x_t-k) against fake pairs."""
         cfg = self.cfg
         B = x.shape[0]
+        x_in, prev_in = self._d_noise(x), self._d_noise(prev)
+        r1 = self._r1_due()
+        if r1:
+            x_in, prev_in = x_in.detach().requires_grad_(True), prev_in.detach().requires_grad_(True)
         with self._autocast():
-            o = self.t_fwd(torch.cat([x, yf], 0), torch.cat([prev, pf], 0)).float()
+            o = self.t_fwd(torch.cat([x_in, self._d_noise(yf)], 0), torch.cat([prev_in, self._d_noise(pf)], 0)).float()
         o_real, o_fake = o[:B], o[B:]
         loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
+        if r1:
+            loss = loss + 0.5 * cfg.d_r1 * cfg.d_r1_every * L.r1_penalty(o_real, (x_in, prev_in), 1.0 / cfg.c)
         if cfg.gan_loss == "wgan-gp":
             gp = L.gradient_penalty(self.t_fwd, x, yf, None, prev, extra_fake=(pf,))
             loss = loss + cfg.gp_weight * gp

@@ -90,6 +90,18 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, generator: 
     return ((g.norm(dim=1) - 1) ** 2).mean()
 
 
+def r1_penalty(out_real: torch.Tensor, real, unit: float = 1.0) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ``mean |d out_real / d (real / unit)|^2``, the squared gradient
+    norm of the discriminator's logits at the real inputs, with the inputs measured in ``unit``
+    (1/c for normalised poses: the head-root distance is then 1). ``real`` (a tensor, or a tuple of
+    them for a discriminator with several inputs) must require grad and ``out_real`` (B,) come
+    from it; the graph is kept for D's update."""
+    inputs = tuple(real) if isinstance(real, (tuple, list)) else (real,)
+    grads = torch.autograd.grad(out_real.float().sum(), inputs, create_graph=True)
+    b = out_real.shape[0]
+    return sum((g.reshape(b, -1) * unit).square().sum(1) for g in grads).mean()
+
+
 def bone_lengths(Y: torch.Tensor, child: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
     """(B, nb) bone lengths of 3D poses (B, J, 3)."""
     return (Y[:, child] - Y[:, parent]).norm(dim=-1)
