@@ -333,6 +333,59 @@ def test_discriminator_input_noise_and_lazy_r1(files, tmp_path):
         cfg_for(files, tmp_path, d_input_noise=-0.1)
 
 
+def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(files, tmp_path):
+    """collapse_guard: D accuracy forced to 1 from step 25 on; with a window of 10 the guard
+    snapshots at steps 10, 20 and 30 (window means below 0.85), detects the collapse at step 33
+    (mean 0.9) and restores the older of the last two, step 20's state (networks and data
+    position), counts the rollback, and the rotations of the repeated steps differ from the first
+    pass; after guard_max_rollbacks it lets the run go on."""
+    cfg = cfg_for(files, tmp_path, steps=60, val_every=0, ckpt_every=0, log_every=5, collapse_guard=True,
+                  guard_window=10, guard_max_rollbacks=1, batch_size=64)
+    logs = []
+    tr = Trainer(cfg, log=logs.append)
+    real_d = tr._d_update
+    snap_lifter = {}
+
+    def forced(real, fake):
+        out = real_d(real, fake)
+        if tr.step >= 25:
+            out["d_acc"] = torch.tensor(1.0)
+        return out
+    tr._d_update = forced
+    rots = {}
+    real_rot = tr._rotations
+
+    def spy_rot(n, Y=None):
+        R = real_rot(n, Y)
+        rots.setdefault(tr.step, []).append(R.clone())
+        return R
+    tr._rotations = spy_rot
+    seen_steps = []
+    real_step = tr.unsupervised_step
+
+    def spy_step(batch):
+        seen_steps.append(tr.step)
+        if tr.step == 20 and not snap_lifter:           # the state the guard snapshots after step 20
+            snap_lifter.update({k: v.clone() for k, v in tr.lifter.state_dict().items()})
+        elif tr.step == 20:                               # the first step after the rollback
+            for k, v in tr.lifter.state_dict().items():
+                assert torch.equal(v, snap_lifter[k]), k
+        return real_step(batch)
+    tr.unsupervised_step = spy_step
+    tr.fit()
+    assert tr.rollbacks == 1 and tr.step == 60
+    back = seen_steps.index(32) + 1                       # the step that ends at 33
+    assert seen_steps[back] == 20                         # rolled back to the older snapshot
+    assert any("collapse guard" in str(m) and "at step 33; rolled back to step 20" in str(m) for m in logs)
+    first, again = rots[22][0], rots[22][1]
+    assert (first - again).abs().max() > 1e-3             # a fresh rotation stream
+    assert seen_steps.count(40) == 1                      # one rollback only (guard_max_rollbacks)
+    st = torch.load(os.path.join(tr.out, "checkpoints", "last.pt"), weights_only=False)
+    assert st["rollbacks"] == 1
+    with pytest.raises(ConfigError, match="guard_acc"):
+        cfg_for(files, tmp_path, guard_acc=0.3)
+
+
 def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):
     cfg = cfg_for(files, tmp_path, steps=2, val_every=0, ckpt_every=0, w_3d=30.0, w_3d_final=100.0, w_3d_ramp=1000)
     tr = Trainer(cfg, log=lambda *a: None)

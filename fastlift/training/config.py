@@ -121,6 +121,10 @@ class TrainConfig:
     d_r1: float = _f(0.0, "weight of the R1 penalty on the 2D and temporal discriminators: the squared gradient norm of their logits at the real poses, with poses measured in head-root distances (0: off)")
     d_r1_every: int = _f(1, "apply the R1 penalty on every K-th step only, weighted by K (lazy regularisation: the double backward costs about one more discriminator update)")
     d_input_noise: float = _f(0.0, "standard deviation of Gaussian noise added to every 2D pose the discriminators see, real and fake, in their updates and the lifter's adversarial terms (normalised units: the head-root distance is 1/c; 0: off)")
+    collapse_guard: bool = _f(False, "roll back when the discriminator wins for good: when D's batch accuracy, averaged over guard_window steps, exceeds guard_acc, restore the older of the last two healthy in-memory snapshots (taken every guard_window steps) and draw the rotations from a fresh stream (at most guard_max_rollbacks times)")
+    guard_acc: float = _f(0.85, "collapse_guard: D accuracy (window mean) that counts as a collapse; healthy runs stay at 0.6-0.8")
+    guard_window: int = _f(100, "collapse_guard: steps averaged, and steps between snapshots")
+    guard_max_rollbacks: int = _f(3, "collapse_guard: rollbacks allowed in one run")
     adv_balance_target: float = _f(0.0, "D batch accuracy the adversarial gain steers toward: the lifter's adversarial weight is w_adv times a gain that grows while D's accuracy is above this and shrinks while below (0: off, gain 1)")
     adv_balance_rate: float = _f(0.05, "per-step rate of the adversarial gain: log(gain) moves by rate * (accuracy - target) each step")
     adv_balance_range: typing.List[float] = _f([0.25, 8.0], "[low, high] bounds of the adversarial gain")
@@ -183,13 +187,13 @@ class TrainConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"config: {f.name} = {v!r} is not one of {', '.join(ch)}{hint}")
         pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "cycle_views", "temporal_offset", "min_poses",
-               "adapter_steps", "flow_steps", "flow_width", "flow_batch_size", "d_r1_every"]
+               "adapter_steps", "flow_steps", "flow_width", "flow_batch_size", "d_r1_every", "guard_window"]
         for name in pos:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
-                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise"]
+                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
@@ -208,6 +212,8 @@ class TrainConfig:
                 raise ConfigError(f"config: {name} must be [low, high] with low <= high, got {r}")
         if self.flow_layers < 2:
             raise ConfigError(f"config: flow_layers must be >= 2, got {self.flow_layers}")
+        if not 0.5 < self.guard_acc <= 1:
+            raise ConfigError(f"config: guard_acc must be in (0.5, 1], got {self.guard_acc}")
         if not 0 <= self.adv_balance_target < 1:
             raise ConfigError(f"config: adv_balance_target must be in [0, 1), got {self.adv_balance_target}")
         r = self.adv_balance_range

@@ -216,6 +216,9 @@ class Trainer:
         self.elapsed = 0.0
         self.best = {"metric": "val_p_mpjpe", "value": float("inf"), "step": -1}
         self.adv_gain = 1.0   # adv_balance: the adversarial weight's multiplier, steered by D's accuracy
+        self.rollbacks = 0    # collapse_guard: rollbacks so far (they shift the rotation stream)
+        self._acc_window: list[float] = []
+        self._snapshots: list[dict] = []
         self.last_val: dict = {}
         bones = self.layout.bones
         self._bone_child = torch.tensor([c for c, _ in bones], device=self.device)
@@ -460,7 +463,8 @@ class Trainer:
         poses ``Y``, the azimuth turns about the world's vertical as estimated from the batch (the
         mean torso tilt of the lifts: the camera's elevation), not about the camera's y axis."""
         cfg = self.cfg
-        offset = (self.step * self.world_size + self.rank) * n
+        # after a collapse_guard rollback the steps repeat: a fresh stream (2^32 steps further on)
+        offset = ((self.step + self.rollbacks * 2**32) * self.world_size + self.rank) * n
         if cfg.rotation_axis == "camera" or cfg.rotation_distribution != "uniform":
             return geo.sample_rotations(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset,
                                         distribution=cfg.rotation_distribution, device=self.device)
@@ -835,6 +839,13 @@ class Trainer:
                         self.scheds[k].step()
                 if bar is not None:
                     bar.update(1)
+                if cfg.collapse_guard and self.use_d and self._guard(out.get("d_acc")):
+                    it = self._iterate()           # the loader was rewound with the rest
+                    if bar is not None:
+                        bar.n = self.step
+                        bar.refresh()
+                    acc, n_acc, t_log, s_log = {}, 0, time.perf_counter(), self.step
+                    continue
                 if self.step % cfg.log_every == 0 or self.step == target:
                     now = time.perf_counter()
                     row = {k: float(v) / n_acc for k, v in acc.items()}
@@ -883,6 +894,38 @@ class Trainer:
         if self.distributed:
             dist.barrier()
         return summary
+
+    def _guard(self, d_acc) -> bool:
+        """collapse_guard, after each step: keep the last two healthy snapshots (every
+        ``guard_window`` steps, while D's window-mean accuracy is below ``guard_acc``), and when
+        that mean exceeds ``guard_acc`` restore the older one (networks, optimisers, schedules,
+        data position; not the random state or the clock) with a fresh rotation stream. Returns
+        True when it rolled back. Processes decide together (their mean accuracy)."""
+        cfg = self.cfg
+        if d_acc is None:
+            return False
+        a = torch.as_tensor(d_acc, dtype=torch.float32, device=self.device).clone()
+        if self.distributed:
+            dist.all_reduce(a)
+            a /= self.world_size
+        self._acc_window = (self._acc_window + [float(a)])[-cfg.guard_window:]
+        full = len(self._acc_window) == cfg.guard_window
+        mean = sum(self._acc_window) / len(self._acc_window)
+        if full and mean > cfg.guard_acc and self._snapshots and self.rollbacks < cfg.guard_max_rollbacks:
+            snap = copy.deepcopy(self._snapshots[0])
+            from_step = self.step
+            snap["rng"], snap["elapsed"], snap["best"] = rng_state(), self.elapsed, dict(self.best)
+            self._restore(snap)
+            self.rollbacks += 1
+            self._snapshots = self._snapshots[:1]
+            self._acc_window = []
+            self.log(f"collapse guard: D accuracy {mean:.2f} over the last {cfg.guard_window} steps at step "
+                     f"{from_step}; rolled back to step {self.step} with a fresh rotation stream "
+                     f"(rollback {self.rollbacks} of at most {cfg.guard_max_rollbacks})")
+            return True
+        if self.step % cfg.guard_window == 0 and (not full or mean < cfg.guard_acc):
+            self._snapshots = (self._snapshots + [copy.deepcopy(self.state_dict())])[-2:]
+        return False
 
     def _train_flow(self):
         """Fit the flow prior on the training poses before the lifter's first step; its time counts
@@ -1044,6 +1087,7 @@ class Trainer:
             "rng": rng_state(),
             "best": dict(self.best),
             "adv_gain": self.adv_gain,
+            "rollbacks": self.rollbacks,
             "world_size": self.world_size,
         }
 
@@ -1070,6 +1114,7 @@ class Trainer:
         self.step, self.epoch, self.elapsed = st["step"], st["epoch"], st.get("elapsed", 0.0)
         self.best = st.get("best", self.best)
         self.adv_gain = float(st.get("adv_gain", 1.0))
+        self.rollbacks = int(st.get("rollbacks", 0))
         set_rng_state(st["rng"])
 
     # ---------------------------------------------------------------------- signals
