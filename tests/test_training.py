@@ -338,9 +338,9 @@ def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(fi
     snapshots at steps 10, 20 and 30 (window means below 0.85), detects the collapse at step 33
     (mean 0.9) and restores the older of the last two, step 20's state (networks and data
     position), counts the rollback, and the rotations of the repeated steps differ from the first
-    pass; after guard_max_rollbacks it lets the run go on."""
+    pass (and again after a second rollback); after guard_max_rollbacks it lets the run go on."""
     cfg = cfg_for(files, tmp_path, steps=60, val_every=0, ckpt_every=0, log_every=5, collapse_guard=True,
-                  guard_window=10, guard_max_rollbacks=1, batch_size=64)
+                  guard_window=10, guard_max_rollbacks=2, batch_size=64)
     logs = []
     tr = Trainer(cfg, log=logs.append)
     real_d = tr._d_update
@@ -373,15 +373,19 @@ def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(fi
         return real_step(batch)
     tr.unsupervised_step = spy_step
     tr.fit()
-    assert tr.rollbacks == 1 and tr.step == 60
+    assert tr.rollbacks == 2 and tr.step == 60
     back = seen_steps.index(32) + 1                       # the step that ends at 33
     assert seen_steps[back] == 20                         # rolled back to the older snapshot
     assert any("collapse guard" in str(m) and "at step 33; rolled back to step 20" in str(m) for m in logs)
-    first, again = rots[22][0], rots[22][1]
-    assert (first - again).abs().max() > 1e-3             # a fresh rotation stream
-    assert seen_steps.count(40) == 1                      # one rollback only (guard_max_rollbacks)
+    # the second collapse (the window refills by step 30 + 9) rolls back again, to step 20
+    assert any("rolled back to step 20" in str(m) and "rollback 2 of at most 2" in str(m) for m in logs)
+    assert seen_steps.count(22) == 3 and len(rots[22]) == 3
+    r = rots[22]
+    for a, b in ((0, 1), (0, 2), (1, 2)):                 # each pass a fresh rotation stream
+        assert (r[a] - r[b]).abs().max() > 1e-3
+    assert seen_steps.count(45) == 1                      # then no more (guard_max_rollbacks)
     st = torch.load(os.path.join(tr.out, "checkpoints", "last.pt"), weights_only=False)
-    assert st["rollbacks"] == 1
+    assert st["rollbacks"] == 2
     with pytest.raises(ConfigError, match="guard_acc"):
         cfg_for(files, tmp_path, guard_acc=0.3)
 

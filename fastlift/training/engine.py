@@ -915,8 +915,8 @@ class Trainer:
             snap = copy.deepcopy(self._snapshots[0])
             from_step = self.step
             snap["rng"], snap["elapsed"], snap["best"] = rng_state(), self.elapsed, dict(self.best)
+            snap["rollbacks"] = self.rollbacks + 1        # the count survives the restore
             self._restore(snap)
-            self.rollbacks += 1
             self._snapshots = self._snapshots[:1]
             self._acc_window = []
             self.log(f"collapse guard: D accuracy {mean:.2f} over the last {cfg.guard_window} steps at step "
