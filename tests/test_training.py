@@ -338,7 +338,8 @@ def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(fi
     snapshots at steps 10, 20 and 30 (window means below 0.85), detects the collapse at step 33
     (mean 0.9) and restores the older of the last two, step 20's state (networks and data
     position), counts the rollback, and the rotations of the repeated steps differ from the first
-    pass (and again after a second rollback); after guard_max_rollbacks it lets the run go on."""
+    pass; collapsing again from that snapshot sends the next rollback to the run's first state
+    (with a third stream); after guard_max_rollbacks it lets the run go on."""
     cfg = cfg_for(files, tmp_path, steps=60, val_every=0, ckpt_every=0, log_every=5, collapse_guard=True,
                   guard_window=10, guard_max_rollbacks=2, batch_size=64)
     logs = []
@@ -367,7 +368,7 @@ def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(fi
         seen_steps.append(tr.step)
         if tr.step == 20 and not snap_lifter:           # the state the guard snapshots after step 20
             snap_lifter.update({k: v.clone() for k, v in tr.lifter.state_dict().items()})
-        elif tr.step == 20:                               # the first step after the rollback
+        elif tr.step == 20 and seen_steps.count(20) == 2:  # the first step after the first rollback
             for k, v in tr.lifter.state_dict().items():
                 assert torch.equal(v, snap_lifter[k]), k
         return real_step(batch)
@@ -377,8 +378,8 @@ def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(fi
     back = seen_steps.index(32) + 1                       # the step that ends at 33
     assert seen_steps[back] == 20                         # rolled back to the older snapshot
     assert any("collapse guard" in str(m) and "at step 33; rolled back to step 20" in str(m) for m in logs)
-    # the second collapse (the window refills by step 30 + 9) rolls back again, to step 20
-    assert any("rolled back to step 20" in str(m) and "rollback 2 of at most 2" in str(m) for m in logs)
+    # it collapses again from that snapshot, so the second rollback goes to the run's first state
+    assert any("rolled back to step 0" in str(m) and "rollback 2 of at most 2" in str(m) for m in logs)
     assert seen_steps.count(22) == 3 and len(rots[22]) == 3
     r = rots[22]
     for a, b in ((0, 1), (0, 2), (1, 2)):                 # each pass a fresh rotation stream

@@ -219,6 +219,8 @@ class Trainer:
         self.rollbacks = 0    # collapse_guard: rollbacks so far (they shift the rotation stream)
         self._acc_window: list[float] = []
         self._snapshots: list[dict] = []
+        self._first_snapshot: dict | None = None
+        self._last_rollback_to = -1
         self.last_val: dict = {}
         bones = self.layout.bones
         self._bone_child = torch.tensor([c for c, _ in bones], device=self.device)
@@ -823,6 +825,8 @@ class Trainer:
         self.disc.train()
         self.tdisc.train()
         it = self._iterate()
+        if cfg.collapse_guard and self.use_d:
+            self._first_snapshot = copy.deepcopy(self.state_dict())
         if self.step == 0 and self.val_set is not None:
             self._log_val(writer, tb, bar)
         try:
@@ -899,7 +903,9 @@ class Trainer:
         """collapse_guard, after each step: keep the last two healthy snapshots (every
         ``guard_window`` steps, while D's window-mean accuracy is below ``guard_acc``), and when
         that mean exceeds ``guard_acc`` restore the older one (networks, optimisers, schedules,
-        data position; not the random state or the clock) with a fresh rotation stream. Returns
+        data position; not the random state or the clock) with a fresh rotation stream; the run's
+        first state instead when there is no snapshot yet or the last rollback to that snapshot
+        collapsed again. Returns
         True when it rolled back. Processes decide together (their mean accuracy)."""
         cfg = self.cfg
         if d_acc is None:
@@ -911,8 +917,16 @@ class Trainer:
         self._acc_window = (self._acc_window + [float(a)])[-cfg.guard_window:]
         full = len(self._acc_window) == cfg.guard_window
         mean = sum(self._acc_window) / len(self._acc_window)
-        if full and mean > cfg.guard_acc and self._snapshots and self.rollbacks < cfg.guard_max_rollbacks:
-            snap = copy.deepcopy(self._snapshots[0])
+        if full and mean > cfg.guard_acc and self._first_snapshot is not None and self.rollbacks < cfg.guard_max_rollbacks:
+            # the older healthy snapshot; the run's first state when there is none, or when the
+            # last rollback went to that same snapshot and collapsed again from it
+            target = self._snapshots[0] if self._snapshots else self._first_snapshot
+            if target["step"] == self._last_rollback_to:
+                target = self._first_snapshot
+            snap = copy.deepcopy(target)
+            self._last_rollback_to = snap["step"]
+            if target is self._first_snapshot:
+                self._snapshots = []
             from_step = self.step
             snap["rng"], snap["elapsed"], snap["best"] = rng_state(), self.elapsed, dict(self.best)
             snap["rollbacks"] = self.rollbacks + 1        # the count survives the restore
