@@ -121,7 +121,7 @@ class TrainConfig:
     d_r1: float = _f(0.0, "weight of the R1 penalty on the 2D and temporal discriminators: the squared gradient norm of their logits at the real poses, with poses measured in head-root distances (0: off)")
     d_r1_every: int = _f(1, "apply the R1 penalty on every K-th step only, weighted by K (lazy regularisation: the double backward costs about one more discriminator update)")
     d_input_noise: float = _f(0.0, "standard deviation of Gaussian noise added to every 2D pose the discriminators see, real and fake, in their updates and the lifter's adversarial terms (normalised units: the head-root distance is 1/c; 0: off)")
-    collapse_guard: bool = _f(False, "roll back when the discriminator wins for good: when D's batch accuracy, averaged over guard_window steps, exceeds guard_acc, restore the older of the last two healthy in-memory snapshots (taken every guard_window steps) and draw the rotations from a fresh stream (at most guard_max_rollbacks times)")
+    collapse_guard: bool = _f(False, "roll back when the discriminator wins for good: when D's batch accuracy, averaged over guard_window steps, exceeds guard_acc, restore the older of the last two healthy in-memory snapshots (taken every guard_window steps; the run's first state when there is none or the last rollback to it collapsed again) and draw the rotations from a fresh stream (at most guard_max_rollbacks times)")
     guard_acc: float = _f(0.85, "collapse_guard: D accuracy (window mean) that counts as a collapse; healthy runs stay at 0.6-0.8")
     guard_window: int = _f(100, "collapse_guard: steps averaged, and steps between snapshots")
     guard_max_rollbacks: int = _f(3, "collapse_guard: rollbacks allowed in one run")
