@@ -616,13 +616,19 @@ class Trainer:
         if not cfg.adv_balance_target or d_acc is None:
             return 1.0
         lo, hi = cfg.adv_balance_range
-        acc = torch.as_tensor(d_acc, dtype=torch.float32, device=self.device).clone()
-        if self.distributed:  # one gain for all processes: the mean accuracy over their batches
-            dist.all_reduce(acc)
-            acc /= self.world_size
-        g = self.adv_gain * math.exp(cfg.adv_balance_rate * (float(acc) - cfg.adv_balance_target))
+        acc = self._process_mean(d_acc)  # one gain for all processes
+        g = self.adv_gain * math.exp(cfg.adv_balance_rate * (acc - cfg.adv_balance_target))
         self.adv_gain = min(hi, max(lo, g))
         return self.adv_gain
+
+    def _process_mean(self, value) -> float:
+        """``value`` (a scalar or 0-d tensor) averaged over the processes: decisions taken from
+        batch statistics (the adversarial gain, the collapse guard) must agree on every replica."""
+        v = torch.as_tensor(value, dtype=torch.float32, device=self.device).clone()
+        if self.distributed:
+            dist.all_reduce(v)
+            v /= self.world_size
+        return float(v)
 
     def _w_3d(self) -> float:
         """The L_3D weight of this step: w_3d, or on the way from w_3d to w_3d_final."""
@@ -653,10 +659,7 @@ class Trainer:
         chirality from 2D data alone."""
         cfg = self.cfg
         B = real.shape[0]
-        real_in = self._d_noise(real)
-        r1 = self._r1_due()
-        if r1:
-            real_in = real_in.detach().requires_grad_(True)
+        (real_in,), r1 = self._real_inputs(real)
         parts = [real_in, self._d_noise(fake)]
         if cfg.d_flip_negatives > 0:
             parts.append(self._d_noise(real * self._mirror_x))
@@ -670,7 +673,7 @@ class Trainer:
         out = {}
         if r1:
             pen = L.r1_penalty(o_real, real_in, 1.0 / cfg.c)
-            loss = loss + 0.5 * cfg.d_r1 * cfg.d_r1_every * pen
+            loss = loss + self._r1_weight() * pen
             out["loss_r1"] = pen.detach()
         k = 2 * B
         if cfg.d_flip_negatives > 0:
@@ -694,9 +697,19 @@ class Trainer:
         s = self.cfg.d_input_noise
         return x + s * torch.randn_like(x) if s > 0 else x
 
-    def _r1_due(self) -> bool:
+    def _real_inputs(self, *xs: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], bool]:
+        """The real poses a discriminator update sees (with instance noise), and whether the R1
+        penalty is due this step; when it is, they are leaves that require grad."""
         cfg = self.cfg
-        return cfg.d_r1 > 0 and self.step % cfg.d_r1_every == 0
+        r1 = cfg.d_r1 > 0 and self.step % cfg.d_r1_every == 0
+        xs = tuple(self._d_noise(x) for x in xs)
+        if r1:
+            xs = tuple(x.detach().requires_grad_(True) for x in xs)
+        return xs, r1
+
+    def _r1_weight(self) -> float:
+        """0.5 d_r1, times d_r1_every: a lazy penalty applied every K-th step is weighted by K."""
+        return 0.5 * self.cfg.d_r1 * self.cfg.d_r1_every
 
     def _limb_triples(self):
         """(upper, middle, end) joint triples of the knees and elbows the layout has."""
@@ -730,16 +743,13 @@ class Trainer:
         """One update of the temporal discriminator: real (x_t, x_t-k) against fake pairs."""
         cfg = self.cfg
         B = x.shape[0]
-        x_in, prev_in = self._d_noise(x), self._d_noise(prev)
-        r1 = self._r1_due()
-        if r1:
-            x_in, prev_in = x_in.detach().requires_grad_(True), prev_in.detach().requires_grad_(True)
+        (x_in, prev_in), r1 = self._real_inputs(x, prev)
         with self._autocast():
             o = self.t_fwd(torch.cat([x_in, self._d_noise(yf)], 0), torch.cat([prev_in, self._d_noise(pf)], 0)).float()
         o_real, o_fake = o[:B], o[B:]
         loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
         if r1:
-            loss = loss + 0.5 * cfg.d_r1 * cfg.d_r1_every * L.r1_penalty(o_real, (x_in, prev_in), 1.0 / cfg.c)
+            loss = loss + self._r1_weight() * L.r1_penalty(o_real, (x_in, prev_in), 1.0 / cfg.c)
         if cfg.gan_loss == "wgan-gp":
             gp = L.gradient_penalty(self.t_fwd, x, yf, None, prev, extra_fake=(pf,))
             loss = loss + cfg.gp_weight * gp
@@ -905,16 +915,12 @@ class Trainer:
         that mean exceeds ``guard_acc`` restore the older one (networks, optimisers, schedules,
         data position; not the random state or the clock) with a fresh rotation stream; the run's
         first state instead when there is no snapshot yet or the last rollback to that snapshot
-        collapsed again. Returns
-        True when it rolled back. Processes decide together (their mean accuracy)."""
+        collapsed again. Returns True when it rolled back. Processes decide together (their mean
+        accuracy)."""
         cfg = self.cfg
         if d_acc is None:
             return False
-        a = torch.as_tensor(d_acc, dtype=torch.float32, device=self.device).clone()
-        if self.distributed:
-            dist.all_reduce(a)
-            a /= self.world_size
-        self._acc_window = (self._acc_window + [float(a)])[-cfg.guard_window:]
+        self._acc_window = (self._acc_window + [self._process_mean(d_acc)])[-cfg.guard_window:]
         full = len(self._acc_window) == cfg.guard_window
         mean = sum(self._acc_window) / len(self._acc_window)
         if full and mean > cfg.guard_acc and self._first_snapshot is not None and self.rollbacks < cfg.guard_max_rollbacks:
@@ -925,13 +931,12 @@ class Trainer:
                 target = self._first_snapshot
             snap = copy.deepcopy(target)
             self._last_rollback_to = snap["step"]
-            if target is self._first_snapshot:
-                self._snapshots = []
+            # keep only snapshots older than the state now restored
+            self._snapshots = [] if target is self._first_snapshot else self._snapshots[:1]
             from_step = self.step
             snap["rng"], snap["elapsed"], snap["best"] = rng_state(), self.elapsed, dict(self.best)
             snap["rollbacks"] = self.rollbacks + 1        # the count survives the restore
             self._restore(snap)
-            self._snapshots = self._snapshots[:1]
             self._acc_window = []
             self.log(f"collapse guard: D accuracy {mean:.2f} over the last {cfg.guard_window} steps at step "
                      f"{from_step}; rolled back to step {self.step} with a fresh rotation stream "

@@ -41,8 +41,9 @@ def train_pose_flow(flow: PoseFlow, poses: torch.Tensor, steps: int = 1000, batc
                     noise: float = 0.0, seed: int = 0, progress: bool = True, log=print) -> dict:
     """Fit ``flow`` to ``poses`` (N, J, 2) by maximum likelihood: whitening from the poses' PCA, then
     ``steps`` Adam updates (cosine-annealed ``lr``) on batches drawn with a generator seeded by
-    ``seed``, each pose jittered by Gaussian ``noise`` (normalised units) to smooth the density. Marks the flow trained and returns ``{"nll": mean NLL of the last 50 updates (nats
-    per coordinate), "seconds": wall time}``. Raises ``ValueError`` with fewer than 2(J-1)+1 poses
+    ``seed``, each pose jittered by Gaussian ``noise`` (normalised units) to smooth the density.
+    Marks the flow trained and returns ``{"nll": mean NLL of the last 50 updates (nats per
+    coordinate), "seconds": wall time}``. Raises ``ValueError`` with fewer than 2(J-1)+1 poses
     (the whitening needs a full-rank covariance)."""
     n = poses.shape[0]
     if n <= flow.dim:
