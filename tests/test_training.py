@@ -1,5 +1,6 @@
 """fastlift.training: config, losses, the engine (tiny networks, few steps), checkpoints, resume,
 signals, bad input."""
+import csv
 import json
 import math
 import os
@@ -98,6 +99,21 @@ def test_gan_losses_order_real_above_fake(kind):
     good, bad = torch.full((8,), 3.0), torch.full((8,), -3.0)
     assert L.d_loss(kind, good, bad) < L.d_loss(kind, bad, good)
     assert L.g_loss(kind, good) < L.g_loss(kind, bad)
+
+
+def test_depth_stretch_is_the_median_ratio_of_depth_to_image_radius():
+    g = torch.Generator().manual_seed(6)
+    Y = torch.randn(9, 17, 3, generator=g, dtype=torch.float64)
+    rel = Y - Y[:, :1]
+    ratio = rel[..., 2].abs().amax(1) / rel[..., :2].norm(dim=-1).amax(1)
+    assert float(L.depth_stretch(Y, 0)) == pytest.approx(float(ratio.median()), rel=1e-5)
+    stretched = Y.clone()
+    stretched[..., 2] *= 3.0                  # three times as deep: three times the stretch
+    assert float(L.depth_stretch(stretched, 0)) == pytest.approx(3 * float(ratio.median()), rel=1e-5)
+    assert float(L.depth_stretch(Y * 4.1 + 2.0, 0)) == pytest.approx(float(ratio.median()), rel=1e-5)  # scale-free
+    flat = Y.clone()
+    flat[..., 2] = 10.0
+    assert float(L.depth_stretch(flat, 0)) == 0.0
 
 
 def test_depth_extent_loss_penalises_only_poses_deeper_than_wide():
@@ -389,6 +405,44 @@ def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(fi
     assert st["rollbacks"] == 2
     with pytest.raises(ConfigError, match="guard_acc"):
         cfg_for(files, tmp_path, guard_acc=0.3)
+
+
+def test_collapse_guard_with_guard_stretch_waits_for_stretched_lifts(files, tmp_path):
+    """guard_stretch: D's accuracy forced to 1 from step 5 on is not a collapse while the lifts'
+    depth stretch stays low (snapshots go on being taken); once the stretch is forced to 5 from
+    step 25 on, its window mean passes 2 and the guard rolls back to the older snapshot (step 10)."""
+    cfg = cfg_for(files, tmp_path, steps=40, val_every=0, ckpt_every=0, log_every=5, collapse_guard=True,
+                  guard_window=10, guard_max_rollbacks=1, guard_stretch=2.0, batch_size=64)
+    logs = []
+    tr = Trainer(cfg, log=logs.append)
+    real_d, real_step = tr._d_update, tr.unsupervised_step
+    stretches = []
+
+    def forced_d(real, fake):
+        out = real_d(real, fake)
+        if tr.step >= 5:
+            out["d_acc"] = torch.tensor(1.0)
+        return out
+
+    def forced_step(batch):
+        out = real_step(batch)
+        stretches.append(float(out["depth_stretch"]))
+        if tr.step >= 25:
+            out["depth_stretch"] = torch.tensor(5.0)
+        return out
+    tr._d_update, tr.unsupervised_step = forced_d, forced_step
+    tr.fit()
+    assert tr.rollbacks == 1
+    msg = [str(m) for m in logs if "collapse guard" in str(m)]
+    assert len(msg) == 1 and "rolled back to step 10" in msg[0], msg
+    at = int(msg[0].split(" at step ")[1].split(";")[0])
+    assert 27 <= at <= 31, at                       # not before the stretch window passes 2
+    assert all(0 <= v < 2.0 for v in stretches[:25]), stretches[:25]
+    with open(os.path.join(tr.out, "metrics.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["depth_stretch"]]
+    assert rows and all(float(r["depth_stretch"]) >= 0 for r in rows)
+    with pytest.raises(ConfigError, match="guard_stretch must be >= 0"):
+        cfg_for(files, tmp_path, guard_stretch=-1.0)
 
 
 def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):

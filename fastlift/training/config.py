@@ -123,6 +123,7 @@ class TrainConfig:
     d_input_noise: float = _f(0.0, "standard deviation of Gaussian noise added to every 2D pose the discriminators see, real and fake, in their updates and the lifter's adversarial terms (normalised units: the head-root distance is 1/c; 0: off)")
     collapse_guard: bool = _f(False, "roll back when the discriminator wins for good: when D's batch accuracy, averaged over guard_window steps, exceeds guard_acc, restore the older of the last two healthy in-memory snapshots (taken every guard_window steps; the run's first state when there is none or the last rollback to it collapsed again) and draw the rotations from a fresh stream (at most guard_max_rollbacks times)")
     guard_acc: float = _f(0.85, "collapse_guard: D accuracy (window mean) that counts as a collapse; healthy runs stay at 0.6-0.8")
+    guard_stretch: float = _f(0.0, "collapse_guard: also require the lifts' depth stretch (logged as depth_stretch: the median over the batch of the largest depth offset from the root over the image-plane radius), averaged over the window, above this (0: D's accuracy alone decides); the ground truth and healthy lifts of the synthetic data sit near 0.4, collapsed ones above 1, while D's accuracy in healthy runs can drift past guard_acc late in long or small-batch runs")
     guard_window: int = _f(100, "collapse_guard: steps averaged, and steps between snapshots")
     guard_max_rollbacks: int = _f(3, "collapse_guard: rollbacks allowed in one run")
     adv_balance_target: float = _f(0.0, "D batch accuracy the adversarial gain steers toward: the lifter's adversarial weight is w_adv times a gain that grows while D's accuracy is above this and shrinks while below (0: off, gain 1)")
@@ -193,7 +194,7 @@ class TrainConfig:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
-                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks"]
+                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")

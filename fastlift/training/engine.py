@@ -59,7 +59,7 @@ from fastlift.training.prior import capped_nll, flow_training_poses, train_pose_
 __all__ = ["Trainer", "build_lifter", "build_discriminators", "train"]
 
 CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone", "loss_flow",
-               "loss_sup", "loss_d", "loss_dt", "loss_r1", "d_acc", "d_flip_acc", "dt_acc", "adv_gain", "samples_per_s",
+               "loss_sup", "loss_d", "loss_dt", "loss_r1", "d_acc", "d_flip_acc", "dt_acc", "adv_gain", "depth_stretch", "samples_per_s",
                "val_p_mpjpe", "val_n_mpjpe", "val_mpjpe_scaled", "val_p_mpjpe_flip", "val_p_mpjpe_flat"]
 
 
@@ -218,6 +218,7 @@ class Trainer:
         self.adv_gain = 1.0   # adv_balance: the adversarial weight's multiplier, steered by D's accuracy
         self.rollbacks = 0    # collapse_guard: rollbacks so far (they shift the rotation stream)
         self._acc_window: list[float] = []
+        self._stretch_window: list[float] = []
         self._snapshots: list[dict] = []
         self._first_snapshot: dict | None = None
         self._last_rollback_to = -1
@@ -602,7 +603,8 @@ class Trainer:
             out["loss_bone"] = cues.detach()
         self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)
         self._update_ema()
-        out.update(loss_g=loss.detach(), loss_2d=l2d.detach(), loss_3d=l3d.detach())
+        out.update(loss_g=loss.detach(), loss_2d=l2d.detach(), loss_3d=l3d.detach(),
+                   depth_stretch=L.depth_stretch(Y, self.root))
         if cfg.adv_balance_target and self.use_d:
             out["adv_gain"] = torch.tensor(self.adv_gain)
         return out
@@ -853,7 +855,7 @@ class Trainer:
                         self.scheds[k].step()
                 if bar is not None:
                     bar.update(1)
-                if cfg.collapse_guard and self.use_d and self._guard(out.get("d_acc")):
+                if cfg.collapse_guard and self.use_d and self._guard(out.get("d_acc"), out.get("depth_stretch")):
                     it = self._iterate()           # the loader was rewound with the rest
                     if bar is not None:
                         bar.n = self.step
@@ -909,21 +911,27 @@ class Trainer:
             dist.barrier()
         return summary
 
-    def _guard(self, d_acc) -> bool:
+    def _guard(self, d_acc, stretch=None) -> bool:
         """collapse_guard, after each step: keep the last two healthy snapshots (every
         ``guard_window`` steps, while D's window-mean accuracy is below ``guard_acc``), and when
         that mean exceeds ``guard_acc`` restore the older one (networks, optimisers, schedules,
         data position; not the random state or the clock) with a fresh rotation stream; the run's
         first state instead when there is no snapshot yet or the last rollback to that snapshot
-        collapsed again. Returns True when it rolled back. Processes decide together (their mean
-        accuracy)."""
+        collapsed again. With ``guard_stretch`` the window-mean depth stretch of the lifts must
+        exceed it too. Returns True when it rolled back. Processes decide together (their mean
+        accuracy and stretch)."""
         cfg = self.cfg
         if d_acc is None:
             return False
         self._acc_window = (self._acc_window + [self._process_mean(d_acc)])[-cfg.guard_window:]
         full = len(self._acc_window) == cfg.guard_window
         mean = sum(self._acc_window) / len(self._acc_window)
-        if full and mean > cfg.guard_acc and self._first_snapshot is not None and self.rollbacks < cfg.guard_max_rollbacks:
+        stretched = True
+        if cfg.guard_stretch > 0 and stretch is not None:
+            self._stretch_window = (self._stretch_window + [self._process_mean(stretch)])[-cfg.guard_window:]
+            stretched = sum(self._stretch_window) / len(self._stretch_window) > cfg.guard_stretch
+        collapsed = full and mean > cfg.guard_acc and stretched
+        if collapsed and self._first_snapshot is not None and self.rollbacks < cfg.guard_max_rollbacks:
             # the older healthy snapshot; the run's first state when there is none, or when the
             # last rollback went to that same snapshot and collapsed again from it
             target = self._snapshots[0] if self._snapshots else self._first_snapshot
@@ -937,12 +945,12 @@ class Trainer:
             snap["rng"], snap["elapsed"], snap["best"] = rng_state(), self.elapsed, dict(self.best)
             snap["rollbacks"] = self.rollbacks + 1        # the count survives the restore
             self._restore(snap)
-            self._acc_window = []
+            self._acc_window, self._stretch_window = [], []
             self.log(f"collapse guard: D accuracy {mean:.2f} over the last {cfg.guard_window} steps at step "
                      f"{from_step}; rolled back to step {self.step} with a fresh rotation stream "
                      f"(rollback {self.rollbacks} of at most {cfg.guard_max_rollbacks})")
             return True
-        if self.step % cfg.guard_window == 0 and (not full or mean < cfg.guard_acc):
+        if self.step % cfg.guard_window == 0 and not collapsed:
             self._snapshots = (self._snapshots + [copy.deepcopy(self.state_dict())])[-2:]
         return False
 
