@@ -445,6 +445,27 @@ def test_collapse_guard_with_guard_stretch_waits_for_stretched_lifts(files, tmp_
         cfg_for(files, tmp_path, guard_stretch=-1.0)
 
 
+@pytest.mark.parametrize("axis", ["camera", "estimated"])
+def test_rotation_warmup_widens_the_ranges_from_near_the_input_view(files, tmp_path, axis):
+    """rotation_warmup: at step 0 the azimuth and elevation ranges are rotation_warmup_start of
+    their size (here +-45 and +-5 degrees), half-way they are 0.625 of it, after the warm-up whole."""
+    cfg = cfg_for(files, tmp_path, steps=2, rotation_warmup=100, rotation_warmup_start=0.25, rotation_axis=axis)
+    tr = Trainer(cfg, log=lambda m: None)
+
+    def max_angle(step):
+        tr.step = step
+        R = tr._rotations(4000).double()
+        tr_ = R.diagonal(dim1=-2, dim2=-1).sum(-1)
+        return math.degrees(float(torch.arccos(((tr_ - 1) / 2).clamp(-1, 1)).max()))
+    assert 40 < max_angle(0) < 46 + 1e-3
+    assert 0.625 * 180 - 8 < max_angle(50) < 0.625 * 180 + 1
+    assert max_angle(100) > 170 and max_angle(500) > 170
+    with pytest.raises(ConfigError, match="rotation_warmup_start"):
+        cfg_for(files, tmp_path, rotation_warmup_start=1.5)
+    with pytest.raises(ConfigError, match="rotation_warmup needs"):
+        cfg_for(files, tmp_path, rotation_warmup=10, rotation_distribution="haar")
+
+
 def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):
     cfg = cfg_for(files, tmp_path, steps=2, val_every=0, ckpt_every=0, w_3d=30.0, w_3d_final=100.0, w_3d_ramp=1000)
     tr = Trainer(cfg, log=lambda *a: None)

@@ -86,6 +86,8 @@ class TrainConfig:
     min_depth: float = _f(1.0, "depth floor of lift and projection")
     azimuth_range: typing.List[float] = _f([-180.0, 180.0], "azimuth range of the random rotation, degrees")
     elevation_range: typing.List[float] = _f([-20.0, 20.0], "elevation range of the random rotation, degrees")
+    rotation_warmup: int = _f(0, "steps over which the azimuth and elevation ranges widen linearly from rotation_warmup_start times their size to their full size, shrunk toward 0 (the input's own view): early fakes are near-real views (0: off; needs the uniform distribution)")
+    rotation_warmup_start: float = _f(0.25, "rotation_warmup: fraction of the ranges at step 0")
     rotation_distribution: str = _f("uniform", "uniform (azimuth/elevation ranges) or haar (uniform on SO(3))", ("uniform", "haar"))
     rotation_axis: str = _f("estimated", "axis of the random azimuth: camera (the camera's y axis, the method) or estimated (the world vertical, from the mean torso tilt of the batch's lifts; elevation offsets then apply about the estimated camera elevation)", ("camera", "estimated"))
     normalization: str = _f("per_sample", "2D normalisation of the training data", ("per_sample", "dataset"))
@@ -194,7 +196,7 @@ class TrainConfig:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
-                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch"]
+                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch", "rotation_warmup"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
@@ -211,6 +213,11 @@ class TrainConfig:
             r = getattr(self, name)
             if len(r) != 2 or not r[0] <= r[1]:
                 raise ConfigError(f"config: {name} must be [low, high] with low <= high, got {r}")
+        if not 0 <= self.rotation_warmup_start <= 1:
+            raise ConfigError(f"config: rotation_warmup_start must be in [0, 1], got {self.rotation_warmup_start}")
+        if self.rotation_warmup and self.rotation_distribution != "uniform":
+            raise ConfigError("config: rotation_warmup needs rotation_distribution = 'uniform' "
+                              f"(got {self.rotation_distribution!r}: a haar rotation has no ranges to widen)")
         if self.flow_layers < 2:
             raise ConfigError(f"config: flow_layers must be >= 2, got {self.flow_layers}")
         if not 0.5 < self.guard_acc <= 1:

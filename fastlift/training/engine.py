@@ -468,10 +468,15 @@ class Trainer:
         cfg = self.cfg
         # after a collapse_guard rollback the steps repeat: a fresh stream (2^32 steps further on)
         offset = ((self.step + self.rollbacks * 2**32) * self.world_size + self.rank) * n
+        az_range, el_range = cfg.azimuth_rad, cfg.elevation_rad
+        if cfg.rotation_warmup:  # the ranges widen from near the input's own view
+            f = cfg.rotation_warmup_start
+            s = min(1.0, f + (1.0 - f) * self.step / cfg.rotation_warmup)
+            az_range, el_range = tuple(a * s for a in az_range), tuple(e * s for e in el_range)
         if cfg.rotation_axis == "camera" or cfg.rotation_distribution != "uniform":
-            return geo.sample_rotations(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset,
+            return geo.sample_rotations(n, az_range, el_range, seed=cfg.seed, offset=offset,
                                         distribution=cfg.rotation_distribution, device=self.device)
-        az, el = geo.sample_angles(n, cfg.azimuth_rad, cfg.elevation_rad, seed=cfg.seed, offset=offset, device=self.device)
+        az, el = geo.sample_angles(n, az_range, el_range, seed=cfg.seed, offset=offset, device=self.device)
         with self._fp32():  # the step's autocast would compose the rotations in bf16/fp16
             cam = 0.0
             if Y is not None and self._torso is not None:
