@@ -919,7 +919,7 @@ class Trainer:
     def _guard(self, d_acc, stretch=None) -> bool:
         """collapse_guard, after each step: keep the last two healthy snapshots (every
         ``guard_window`` steps, while D's window-mean accuracy is below ``guard_acc``), and when
-        that mean exceeds ``guard_acc`` restore the older one (networks, optimisers, schedules,
+        that mean exceeds ``guard_acc`` (and the window-mean depth stretch ``guard_stretch``) restore the older one (networks, optimisers, schedules,
         data position; not the random state or the clock) with a fresh rotation stream; the run's
         first state instead when there is no snapshot yet or the last rollback to that snapshot
         collapsed again. With ``guard_stretch`` the window-mean depth stretch of the lifts must
@@ -955,7 +955,9 @@ class Trainer:
                      f"{from_step}; rolled back to step {self.step} with a fresh rotation stream "
                      f"(rollback {self.rollbacks} of at most {cfg.guard_max_rollbacks})")
             return True
-        if self.step % cfg.guard_window == 0 and not collapsed:
+        # snapshots only while D's accuracy is below the threshold, whatever the stretch: a state
+        # with a winning D is not healthy enough to return to, even if it is not yet a collapse
+        if self.step % cfg.guard_window == 0 and (not full or mean < cfg.guard_acc):
             self._snapshots = (self._snapshots + [copy.deepcopy(self.state_dict())])[-2:]
         return False
 
