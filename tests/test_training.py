@@ -357,7 +357,7 @@ def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(fi
     pass; collapsing again from that snapshot sends the next rollback to the run's first state
     (with a third stream); after guard_max_rollbacks it lets the run go on."""
     cfg = cfg_for(files, tmp_path, steps=60, val_every=0, ckpt_every=0, log_every=5, collapse_guard=True,
-                  guard_window=10, guard_max_rollbacks=2, guard_stretch=0.0, batch_size=64)
+                  guard_window=10, guard_max_rollbacks=2, guard_acc=0.85, batch_size=64)
     logs = []
     tr = Trainer(cfg, log=logs.append)
     real_d = tr._d_update
