@@ -123,7 +123,7 @@ class TrainConfig:
     d_r1: float = _f(0.0, "weight of the R1 penalty on the 2D and temporal discriminators: the squared gradient norm of their logits at the real poses, with poses measured in head-root distances (0: off)")
     d_r1_every: int = _f(1, "apply the R1 penalty on every K-th step only, weighted by K (lazy regularisation: the double backward costs about one more discriminator update)")
     d_input_noise: float = _f(0.0, "standard deviation of Gaussian noise added to every 2D pose the discriminators see, real and fake, in their updates and the lifter's adversarial terms (normalised units: the head-root distance is 1/c; 0: off)")
-    collapse_guard: bool = _f(False, "roll back when the discriminator wins for good: when D's batch accuracy, averaged over guard_window steps, exceeds guard_acc and the lifts' depth stretch exceeds guard_stretch, restore the older of the last two healthy in-memory snapshots (taken every guard_window steps; the run's first state when there is none or the last rollback to it collapsed again) and draw the rotations from a fresh stream (at most guard_max_rollbacks times)")
+    collapse_guard: bool = _f(True, "roll back when the discriminator wins for good: when D's batch accuracy, averaged over guard_window steps, exceeds guard_acc and the lifts' depth stretch exceeds guard_stretch, restore the older of the last two healthy in-memory snapshots (taken every guard_window steps; the run's first state when there is none or the last rollback to it collapsed again) and draw the rotations from a fresh stream (at most guard_max_rollbacks times)")
     guard_acc: float = _f(0.9, "collapse_guard: D accuracy (window mean) that counts as a collapse; the healthy runs measured (batch 256 and 128, up to 6000 steps) stayed at or below 0.893, every collapse measured passed 0.9 within 100 steps of passing 0.85")
     guard_stretch: float = _f(0.0, "collapse_guard: also require the lifts' depth stretch (logged as depth_stretch: the median over the batch of the largest depth offset from the root over the image-plane radius), averaged over the window, above this (0: D's accuracy alone decides); healthy lifts of the synthetic data sit at 0.4-0.5 and stretched collapses reach 0.8-1.2, but a collapse into the depth-mirrored pose keeps a normal stretch")
     guard_window: int = _f(100, "collapse_guard: steps averaged, and steps between snapshots")
@@ -259,7 +259,8 @@ PRESETS: dict[str, dict] = {
     "paper": dict(width=1024, blocks=4, dropout=0.5, batch_norm=True, w_adv=1.0, w_2d=10.0, w_3d=0.001,
                   w_temporal=1.0, d_width=1024, d_blocks=3, t_width=1024, t_blocks=3, d_kinematic=False,
                   d_flip_negatives=0.0, flip_augment=False, d_steps=1, d_lr_ratio=0.25, ema=0.0, w_bone_sym=0.0,
-                  w_bone_temporal=0.0, rotation_axis="camera", batch_size=1024, steps=20000, max_minutes=0.0),
+                  w_bone_temporal=0.0, rotation_axis="camera", collapse_guard=False, batch_size=1024, steps=20000,
+                  max_minutes=0.0),
     # The recipe taken literally (diverges early, see method.md): default init, hard floors,
     # equal learning rates, Adam's default betas, no input standardisation.
     "paper-literal": dict(width=1024, blocks=4, dropout=0.5, batch_norm=True, w_adv=1.0, w_2d=10.0, w_3d=0.001,
@@ -268,7 +269,7 @@ PRESETS: dict[str, dict] = {
                           depth_floor="hard", projection_floor="hard", standardize_inputs=False,
                           d_lr_ratio=1.0, beta1=0.9, beta2=0.999, lr=1e-4, lr_schedule="constant", amp="none",
                           w_bone_sym=0.0, w_bone_temporal=0.0, use_confidence=False, rotation_axis="camera",
-                          batch_size=1024,
+                          collapse_guard=False, batch_size=1024,
                           steps=20000, max_minutes=0.0),
     # Tiny networks and few steps, for tests and smoke runs.
     "tiny": dict(width=32, blocks=1, d_width=32, d_blocks=1, t_width=32, t_blocks=1, batch_size=64, steps=20,
