@@ -919,7 +919,7 @@ class Trainer:
     def _guard(self, d_acc, stretch=None) -> bool:
         """collapse_guard, after each step: keep the last two healthy snapshots (every
         ``guard_window`` steps, while D's window-mean accuracy is below ``guard_acc``), and when
-        that mean exceeds ``guard_acc`` (and the window-mean depth stretch ``guard_stretch``) restore the older one (networks, optimisers, schedules,
+        that mean exceeds ``guard_acc`` restore the older one (networks, optimisers, schedules,
         data position; not the random state or the clock) with a fresh rotation stream; the run's
         first state instead when there is no snapshot yet or the last rollback to that snapshot
         collapsed again. With ``guard_stretch`` the window-mean depth stretch of the lifts must
