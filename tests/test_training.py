@@ -466,6 +466,24 @@ def test_rotation_warmup_widens_the_ranges_from_near_the_input_view(files, tmp_p
         cfg_for(files, tmp_path, rotation_warmup=10, rotation_distribution="haar")
 
 
+def test_d_acc_cap_decides_on_the_mean_accuracy_of_the_processes(files, tmp_path):
+    """d_acc_cap under torchrun: an update all-reduces the gradients, so every process must skip
+    or update together; the decision uses the processes' mean accuracy, not the local one."""
+    tr = Trainer(cfg_for(files, tmp_path, steps=2, d_acc_cap=0.7), log=lambda m: None)
+    seen = []
+
+    def fake_mean(v):                      # as if the other process had a very different batch
+        seen.append(float(v))
+        return 0.5 if float(v) > 0.9 else 0.95
+    tr._process_mean = fake_mean
+    assert tr._d_may_update(torch.tensor(1.0)) is True     # local 1.0, mean 0.5: update
+    assert tr._d_may_update(torch.tensor(0.6)) is False    # local 0.6, mean 0.95: skip
+    assert seen == [1.0, pytest.approx(0.6)]
+    tr1 = Trainer(cfg_for(files, tmp_path, steps=2), log=lambda m: None)
+    tr1._process_mean = lambda v: pytest.fail("no cap: no all-reduce")
+    assert tr1._d_may_update(torch.tensor(1.0)) is True
+
+
 def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):
     cfg = cfg_for(files, tmp_path, steps=2, val_every=0, ckpt_every=0, w_3d=30.0, w_3d_final=100.0, w_3d_ramp=1000)
     tr = Trainer(cfg, log=lambda *a: None)

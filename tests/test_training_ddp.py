@@ -21,7 +21,10 @@ def test_torchrun_two_processes(tmp_path):
                       "--data", train, "--val", val, "--steps", "6", "--val-every", "3", "--ckpt-every", "3",
                       "--out", str(out), "--threads", "1", "--tensorboard", "false",
                       # the flow prior too: fitted by each process, rank 0's broadcast, checked with the rest
-                      "--w-flow", "0.5", "--flow-steps", "5", "--flow-width", "16", "--flow-layers", "2"]
+                      "--w-flow", "0.5", "--flow-steps", "5", "--flow-width", "16", "--flow-layers", "2",
+                      # a low accuracy cap: the processes' batch accuracies straddle it, and they must
+                      # skip or update together (each update all-reduces the gradients)
+                      "--d-acc-cap", "0.6"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     log = p.stdout + p.stderr

@@ -691,12 +691,19 @@ class Trainer:
         if cfg.gan_loss == "wgan-gp":
             loss = loss + cfg.gp_weight * L.gradient_penalty(self.d_fwd, real, fake)
         acc = L.d_accuracy(cfg.gan_loss, o_real.detach(), o_fake.detach())
-        if cfg.d_acc_cap >= 1.0 or float(acc) <= cfg.d_acc_cap:
+        if self._d_may_update(acc):
             self._update("d", loss, self.disc, self.opt_d)
         out.update(loss_d=loss.detach(), d_acc=acc)
         if cfg.d_flip_negatives > 0:
             out["d_flip_acc"] = L.d_accuracy(cfg.gan_loss, o_real.detach(), o[2 * B:3 * B].detach())
         return out
+
+    def _d_may_update(self, acc) -> bool:
+        """d_acc_cap: a discriminator updates unless its batch accuracy exceeds the cap. The
+        processes decide on their mean accuracy, all together: an update all-reduces the
+        gradients, so one process skipping while another updates would leave that one waiting."""
+        cap = self.cfg.d_acc_cap
+        return cap >= 1.0 or self._process_mean(acc) <= cap
 
     def _d_noise(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` plus Gaussian noise of std ``d_input_noise`` (instance noise: real and fake
@@ -761,7 +768,7 @@ class Trainer:
             gp = L.gradient_penalty(self.t_fwd, x, yf, None, prev, extra_fake=(pf,))
             loss = loss + cfg.gp_weight * gp
         acc = L.d_accuracy(cfg.gan_loss, o_real.detach(), o_fake.detach())
-        if cfg.d_acc_cap >= 1.0 or float(acc) <= cfg.d_acc_cap:
+        if self._d_may_update(acc):
             self._update("t", loss, self.tdisc, self.opt_t)
         return {"loss_dt": loss.detach(), "dt_acc": acc}
 
