@@ -122,14 +122,20 @@ def bone_constancy_loss(Y_t: torch.Tensor, Y_prev: torch.Tensor, child, parent) 
     return ((sa - sb) ** 2).sum(1).mean()
 
 
+def _depth_over_radius(Y: torch.Tensor, root: int) -> torch.Tensor:
+    """(B, J): each joint's depth offset from the root, in units of its pose's image-plane radius
+    (the largest x-y distance of a joint from the root). Scale-free."""
+    rel = Y - Y[:, root:root + 1]
+    radius = rel[..., :2].norm(dim=-1).amax(dim=1, keepdim=True).clamp_min(1e-6)
+    return rel[..., 2].abs() / radius
+
+
 def depth_extent_loss(Y: torch.Tensor, root: int = 0, margin: float = 1.0) -> torch.Tensor:
     """Mean squared excess of each joint's depth offset from the root over ``margin`` times the
     pose's own image-plane radius (the largest x-y distance of a joint from the root): zero for
     bodies about as deep as they are wide, growing for lifts that stretch along the viewing axis.
     Scale-free. ``Y``: (B, J, 3), camera frame (z forward)."""
-    rel = Y - Y[:, root:root + 1]
-    radius = rel[..., :2].norm(dim=-1).amax(dim=1, keepdim=True).clamp_min(1e-6)
-    return torch.relu(rel[..., 2].abs() / radius - margin).square().mean()
+    return torch.relu(_depth_over_radius(Y, root) - margin).square().mean()
 
 
 def depth_stretch(Y: torch.Tensor, root: int = 0) -> torch.Tensor:
@@ -139,7 +145,4 @@ def depth_stretch(Y: torch.Tensor, root: int = 0) -> torch.Tensor:
     the stretched collapses of docs/training.md reach 0.8-1.4. ``Y``: (B, J, 3), camera frame.
     Scalar, no grad."""
     with torch.no_grad():
-        rel = Y.float() - Y[:, root:root + 1].float()
-        radius = rel[..., :2].norm(dim=-1).amax(dim=1).clamp_min(1e-6)
-        return (rel[..., 2].abs().amax(dim=1) / radius).median()
-
+        return _depth_over_radius(Y.float(), root).amax(dim=1).median()
