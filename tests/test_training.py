@@ -273,6 +273,86 @@ def test_cycle_views_tile_the_batch_with_fresh_rotations(files, tmp_path, monkey
         cfg_for(files, tmp_path, cycle_views=0)
 
 
+@pytest.mark.parametrize("target", ["lift", "detached"])
+def test_l3d_target_decides_whether_l3d_moves_the_rotated_lift(files, tmp_path, monkeypatch, target):
+    """l3d_target: 'lift' passes the rotated lift to L_3D with its graph (the consistency pulls
+    both lifts), 'detached' passes it as a constant (the re-lift regresses onto it); the loss's
+    value is the same either way."""
+    from fastlift.training import engine
+    cfg = cfg_for(files, tmp_path, steps=1, val_every=0, ckpt_every=0, l3d_target=target, seed=3)
+    tr = Trainer(cfg, log=lambda *a: None)
+    seen = {}
+    real_loss = engine.geo.cycle_reprojection_loss
+
+    def spy_loss(x, Y_re, R, Y_rot, **kw):
+        seen.update(target_grad=Y_rot.requires_grad, relift_grad=Y_re.requires_grad)
+        return real_loss(x, Y_re, R, Y_rot, **kw)
+
+    monkeypatch.setattr(engine.geo, "cycle_reprojection_loss", spy_loss)
+    out = tr.unsupervised_step(next(tr._iterate()))
+    assert seen["relift_grad"]
+    assert seen["target_grad"] == (target == "lift")
+    other = Trainer(cfg_for(files, tmp_path / "o", steps=1, val_every=0, ckpt_every=0, seed=3,
+                            l3d_target="detached" if target == "lift" else "lift"), log=lambda *a: None)
+    out_other = other.unsupervised_step(next(other._iterate()))
+    assert float(out["loss_3d"]) > 0
+    assert float(out["loss_3d"]) == pytest.approx(float(out_other["loss_3d"]), rel=1e-6)
+
+
+def test_sign_check_negates_the_depth_head_when_d_prefers_the_mirrors(files, tmp_path):
+    """sign_check: D's margin (lifts minus depth mirrors) decides; after sign_check_patience
+    checks won by the mirrors the lifter, its moving average and Adam's first moments of the head
+    change sign, so every depth offset is negated; a check won by the lifts resets the count."""
+    cfg = cfg_for(files, tmp_path, steps=2, val_every=0, ckpt_every=0, sign_check=True, sign_check_patience=2)
+    tr = Trainer(cfg, log=lambda *a: None)
+    batch = next(tr._iterate())
+    tr.unsupervised_step(batch)                      # Adam has moments now
+    x = batch["keypoints_2d"][:37]
+    tr.lifter.eval()
+    d0, d0_ema = tr.lifter(x).detach().clone(), tr.lifter_ema(x).detach().clone()
+    m0 = tr.opt_g.state[tr.lifter.net.head.weight]["exp_avg"].clone()
+    v0 = tr.opt_g.state[tr.lifter.net.head.weight]["exp_avg_sq"].clone()
+    tr.lifter.train()
+    seen = []
+
+    def fake_d(prefer_mirror):
+        def d(y):
+            B = y.shape[0] // 2
+            seen.append(torch.equal(y[:B], y[B:]))
+            lifts, mirrors = torch.zeros(B, 1), torch.ones(B, 1)
+            return torch.cat([lifts, mirrors] if prefer_mirror else [mirrors, lifts], 0)
+        return d
+    tr.d_fwd = fake_d(True)
+    assert not tr._sign_check(batch) and tr._sign_margin == pytest.approx(-1.0)
+    tr.d_fwd = fake_d(False)
+    assert not tr._sign_check(batch) and tr._mirror_wins == 0      # the lifts won: count reset
+    tr.d_fwd = fake_d(True)
+    assert not tr._sign_check(batch)
+    assert tr._sign_check(batch) and tr.sign_flips == 1 and tr._mirror_wins == 0
+    assert not any(seen)                             # the mirrors re-project elsewhere than the lifts
+    tr.lifter.eval()
+    torch.testing.assert_close(tr.lifter(x), -d0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tr.lifter_ema(x), -d0_ema, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tr.opt_g.state[tr.lifter.net.head.weight]["exp_avg"], -m0)
+    torch.testing.assert_close(tr.opt_g.state[tr.lifter.net.head.weight]["exp_avg_sq"], v0)
+    assert tr.state_dict()["sign_flips"] == 1
+    with pytest.raises(ConfigError, match="sign_check_every must be >= 1"):
+        cfg_for(files, tmp_path, sign_check_every=0)
+    with pytest.raises(ConfigError, match="sign_check_start must be >= 0"):
+        cfg_for(files, tmp_path, sign_check_start=-1)
+
+
+def test_sign_check_logs_its_margin_in_a_run(files, tmp_path):
+    cfg = cfg_for(files, tmp_path, steps=6, val_every=0, ckpt_every=0, log_every=2, sign_check=True,
+                  sign_check_every=2, sign_check_start=2)
+    tr = Trainer(cfg, log=lambda *a: None)
+    tr.fit()
+    with open(os.path.join(tr.out, "metrics.csv")) as f:
+        rows = [r for r in csv.DictReader(f) if r["sign_margin"]]
+    assert len(rows) == 3 and all(math.isfinite(float(r["sign_margin"])) for r in rows)
+    assert all(int(r["sign_flips"]) == tr.sign_flips for r in rows[-1:])
+
+
 def test_adversarial_gain_follows_the_discriminator_accuracy(files, tmp_path):
     """adv_balance_target: log(gain) moves by rate * (accuracy - target) per step, within the
     range; the lifter's adversarial term is scaled by it; off, the gain stays 1."""

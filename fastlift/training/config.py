@@ -106,6 +106,7 @@ class TrainConfig:
     depth_extent_margin: float = _f(1.0, "depth offset, in units of the pose's image-plane radius, beyond which the depth-extent cue applies")
     w_bone_temporal: float = _f(0.0, "weight of the bone-length constancy cue between frames t and t-k")
     cycle_views: int = _f(1, "random rotations per pose in the cycle losses L_2D and L_3D (the discriminators see the first): more consistency constraints per step for the cost of re-lifts only. 4 locked in the wrong depth sign from the start on the synthetic data (docs/training.md), so the default is 1")
+    l3d_target: str = _f("lift", "what L_3D's gradient reaches: 'lift' both the rotated lift and the re-lift (the paper's consistency), 'detached' the re-lift only (the rotated lift is a fixed target that the re-lift regresses onto)", ("lift", "detached"))
     consistency: str = _f("mse", "per-element loss of L_2D / L_3D", ("mse", "l1", "huber"))
     consistency_warmup: int = _f(0, "steps over which w_2d and w_3d ramp up linearly from 0")
     w_3d_final: float = _f(0.0, "weight L_3D rises to, linearly from w_3d, over the w_3d_ramp steps from w_3d_ramp_start (0: w_3d throughout). 30 -> 100 over 1000 steps collapsed one of two seeds on the synthetic data (docs/training.md), so it is off by default")
@@ -128,6 +129,10 @@ class TrainConfig:
     guard_stretch: float = _f(0.0, "collapse_guard: also require the lifts' depth stretch (logged as depth_stretch: the median over the batch of the largest depth offset from the root over the image-plane radius), averaged over the window, above this (0: D's accuracy alone decides); healthy lifts of the synthetic data sit at 0.4-0.5 and stretched collapses reach 0.8-1.2, but a collapse into the depth-mirrored pose keeps a normal stretch")
     guard_window: int = _f(100, "collapse_guard: steps averaged, and steps between snapshots")
     guard_max_rollbacks: int = _f(3, "collapse_guard: rollbacks allowed in one run")
+    sign_check: bool = _f(False, "every sign_check_every steps, ask D whether the lifts or their depth mirrors (the depth head negated) re-project, under the step's kind of random rotation, into more real-looking 2D poses; when the mirrors win sign_check_patience checks in a row, negate the lifter's depth head (and its average and optimiser moments): the run leaves a depth-mirrored basin in one step instead of having to climb out of it")
+    sign_check_every: int = _f(50, "sign_check: steps between checks")
+    sign_check_patience: int = _f(2, "sign_check: consecutive checks the mirrors must win before the head is negated")
+    sign_check_start: int = _f(100, "sign_check: first step checked (D needs some steps before its judgement of chirality means anything)")
     adv_balance_target: float = _f(0.0, "D batch accuracy the adversarial gain steers toward: the lifter's adversarial weight is w_adv times a gain that grows while D's accuracy is above this and shrinks while below (0: off, gain 1)")
     adv_balance_rate: float = _f(0.05, "per-step rate of the adversarial gain: log(gain) moves by rate * (accuracy - target) each step")
     adv_balance_range: typing.List[float] = _f([0.25, 8.0], "[low, high] bounds of the adversarial gain")
@@ -190,13 +195,15 @@ class TrainConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"config: {f.name} = {v!r} is not one of {', '.join(ch)}{hint}")
         pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "cycle_views", "temporal_offset", "min_poses",
-               "adapter_steps", "flow_steps", "flow_width", "flow_batch_size", "d_r1_every", "guard_window"]
+               "adapter_steps", "flow_steps", "flow_width", "flow_batch_size", "d_r1_every", "guard_window",
+               "sign_check_every", "sign_check_patience"]
         for name in pos:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
-                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch", "rotation_warmup"]
+                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch", "rotation_warmup",
+                  "sign_check_start"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")

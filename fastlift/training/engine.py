@@ -59,7 +59,7 @@ from fastlift.training.prior import capped_nll, flow_training_poses, train_pose_
 __all__ = ["Trainer", "build_lifter", "build_discriminators", "train"]
 
 CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone", "loss_flow",
-               "loss_sup", "loss_d", "loss_dt", "loss_r1", "d_acc", "d_flip_acc", "dt_acc", "adv_gain", "depth_stretch", "samples_per_s",
+               "loss_sup", "loss_d", "loss_dt", "loss_r1", "d_acc", "d_flip_acc", "dt_acc", "adv_gain", "depth_stretch", "sign_margin", "sign_flips", "samples_per_s",
                "val_p_mpjpe", "val_n_mpjpe", "val_mpjpe_scaled", "val_p_mpjpe_flip", "val_p_mpjpe_flat"]
 
 
@@ -222,6 +222,9 @@ class Trainer:
         self._snapshots: list[dict] = []
         self._first_snapshot: dict | None = None
         self._last_rollback_to = -1
+        self.sign_flips = 0        # sign_check: times the depth head was negated
+        self._mirror_wins = 0      # sign_check: consecutive checks the depth mirrors won
+        self._sign_margin: float | None = None
         self.last_val: dict = {}
         bones = self.layout.bones
         self._bone_child = torch.tensor([c for c, _ in bones], device=self.device)
@@ -550,7 +553,9 @@ class Trainer:
                 Y_re = self._lift(y_fake_all)
                 w = tile(conf) if cfg.use_confidence else None
                 with self._fp32():  # rotate back, re-project, both losses: one fused op
-                    l2d, l3d = geo.cycle_reprojection_loss(tile(x), Y_re, R, Y_rot, weights=w, kind=cfg.consistency,
+                    # 'detached': the re-lift regresses onto the rotated lift, which L_3D cannot move
+                    target = Y_rot.detach() if cfg.l3d_target == "detached" else Y_rot
+                    l2d, l3d = geo.cycle_reprojection_loss(tile(x), Y_re, R, target, weights=w, kind=cfg.consistency,
                                                            c=cfg.c, root=self.root, head=self.head,
                                                            floor=cfg.projection_floor, min_depth=cfg.min_depth)
             else:
@@ -874,9 +879,15 @@ class Trainer:
                         bar.refresh()
                     acc, n_acc, t_log, s_log = {}, 0, time.perf_counter(), self.step
                     continue
+                if cfg.sign_check and self.use_d and self.step >= cfg.sign_check_start \
+                        and self.step % cfg.sign_check_every == 0:
+                    self._sign_check(batch)
                 if self.step % cfg.log_every == 0 or self.step == target:
                     now = time.perf_counter()
                     row = {k: float(v) / n_acc for k, v in acc.items()}
+                    if self._sign_margin is not None:
+                        row.update(sign_margin=self._sign_margin, sign_flips=self.sign_flips)
+                        self._sign_margin = None
                     row["samples_per_s"] = (self.step - s_log) * cfg.batch_size * self.world_size / max(now - t_log, 1e-9)
                     self._write_row(writer, fh, tb, row)
                     if bar is not None:
@@ -956,6 +967,7 @@ class Trainer:
             from_step = self.step
             snap["rng"], snap["elapsed"], snap["best"] = rng_state(), self.elapsed, dict(self.best)
             snap["rollbacks"] = self.rollbacks + 1        # the count survives the restore
+            snap["sign_flips"], snap["mirror_wins"] = self.sign_flips, 0
             self._restore(snap)
             self._acc_window, self._stretch_window = [], []
             self.log(f"collapse guard: D accuracy {mean:.2f} over the last {cfg.guard_window} steps at step "
@@ -967,6 +979,64 @@ class Trainer:
         if self.step % cfg.guard_window == 0 and (not full or mean < cfg.guard_acc):
             self._snapshots = (self._snapshots + [copy.deepcopy(self.state_dict())])[-2:]
         return False
+
+    @torch.no_grad()
+    def _sign_check(self, batch: dict) -> bool:
+        """sign_check, after a step: D's mean logit for the re-projections of the lifts of
+        ``batch`` minus that for their depth mirrors (the depth offsets negated), under one set of
+        the step's kind of random rotation. The mirror of a depth-flipped lift is the right-signed
+        one, and a D that has learned chirality tells the two apart, so the mirrors winning
+        ``sign_check_patience`` checks in a row means the lifter sits in the mirrored basin: the
+        depth head (its last layer and output shift; the moving average's too; Adam's first
+        moments) is negated, which mirrors every lift at once. Processes decide together. Returns
+        True when it negated the head."""
+        cfg = self.cfg
+        x = batch["keypoints_2d"]
+        x = torch.where(batch["confidence"][..., None] > 0, x, torch.zeros_like(x))
+        was_training = self.lifter.training
+        self.lifter.eval()
+        with self._autocast():
+            d = self.g_fwd(x).float()
+        self.lifter.train(was_training)
+        with self._fp32():
+            Y = geo.lift_to_3d(x, d, c=cfg.c, floor=cfg.depth_floor, min_depth=cfg.min_depth)
+            Y_m = geo.lift_to_3d(x, -d, c=cfg.c, floor=cfg.depth_floor, min_depth=cfg.min_depth)
+            R = self._rotations(x.shape[0], Y)
+            y, _, _ = self._project(Y, R)
+            y_m, _, _ = self._project(Y_m, R)
+        with self._autocast():
+            o = self.d_fwd(torch.cat([y, y_m], 0)).float().reshape(-1)
+        B = x.shape[0]
+        margin = self._process_mean(o[:B].mean() - o[B:].mean())
+        self._sign_margin = margin
+        self._mirror_wins = self._mirror_wins + 1 if margin < 0 else 0
+        if self._mirror_wins < cfg.sign_check_patience:
+            return False
+        self._negate_depth_head()
+        self.sign_flips += 1
+        self._mirror_wins = 0
+        # the guard's window and snapshots describe the mirrored lifter: start them afresh
+        self._acc_window, self._stretch_window, self._snapshots = [], [], []
+        self.log(f"sign check: D preferred the depth mirrors of the lifts {cfg.sign_check_patience} checks in a row "
+                 f"(margin {margin:.3f} at step {self.step}); negated the lifter's depth head (flip {self.sign_flips})")
+        return True
+
+    @torch.no_grad()
+    def _negate_depth_head(self):
+        """d -> -d for every input: the head's weight and bias and the output shift change sign
+        (the output scale does not); the moving average follows, and so do Adam's first moments
+        of the head (its second moments are even in the sign)."""
+        heads = [self.lifter.net.head] + ([self.lifter_ema.net.head] if self.lifter_ema is not None else [])
+        for head in heads:
+            head.weight.neg_()
+            head.bias.neg_()
+        for m in (self.lifter, self.lifter_ema):
+            if m is not None:
+                m.out_mean.neg_()
+        for p in (self.lifter.net.head.weight, self.lifter.net.head.bias):
+            st = self.opt_g.state.get(p, {})
+            if "exp_avg" in st:
+                st["exp_avg"].neg_()
 
     def _train_flow(self):
         """Fit the flow prior on the training poses before the lifter's first step; its time counts
@@ -1129,6 +1199,8 @@ class Trainer:
             "best": dict(self.best),
             "adv_gain": self.adv_gain,
             "rollbacks": self.rollbacks,
+            "sign_flips": self.sign_flips,
+            "mirror_wins": self._mirror_wins,
             "world_size": self.world_size,
         }
 
@@ -1156,6 +1228,8 @@ class Trainer:
         self.best = st.get("best", self.best)
         self.adv_gain = float(st.get("adv_gain", 1.0))
         self.rollbacks = int(st.get("rollbacks", 0))
+        self.sign_flips = int(st.get("sign_flips", 0))
+        self._mirror_wins = int(st.get("mirror_wins", 0))
         set_rng_state(st["rng"])
 
     # ---------------------------------------------------------------------- signals
