@@ -546,6 +546,35 @@ def test_rotation_warmup_widens_the_ranges_from_near_the_input_view(files, tmp_p
         cfg_for(files, tmp_path, rotation_warmup=10, rotation_distribution="haar")
 
 
+def test_elevation_anneal_shrinks_the_elevation_range_to_zero(files, tmp_path, monkeypatch):
+    """elevation_anneal: the full elevation range until elevation_anneal_start, then linearly to
+    0 over elevation_anneal steps; the azimuth range is untouched."""
+    from fastlift.training import engine
+    cfg = cfg_for(files, tmp_path, steps=2, elevation_anneal=400, elevation_anneal_start=200,
+                  elevation_range=[-20.0, 20.0])
+    tr = Trainer(cfg, log=lambda m: None)
+    seen = []
+    real = engine.geo.sample_angles
+
+    def spy(n, az_range, el_range, **kw):
+        seen.append((az_range, el_range))
+        return real(n, az_range, el_range, **kw)
+    monkeypatch.setattr(engine.geo, "sample_angles", spy)
+    got = {}
+    for step in (0, 200, 300, 600, 5000):
+        tr.step = step
+        R = tr._rotations(500)
+        got[step] = math.degrees(seen[-1][1][1])
+        assert seen[-1][0] == pytest.approx(tuple(math.radians(a) for a in cfg.azimuth_range))
+        assert torch.isfinite(R).all()
+    assert got[0] == pytest.approx(20.0) and got[200] == pytest.approx(20.0)
+    assert got[300] == pytest.approx(15.0) and got[600] == pytest.approx(0.0) and got[5000] == pytest.approx(0.0)
+    with pytest.raises(ConfigError, match="elevation_anneal needs"):
+        cfg_for(files, tmp_path, elevation_anneal=10, rotation_distribution="haar")
+    with pytest.raises(ConfigError, match="elevation_anneal_start must be >= 0"):
+        cfg_for(files, tmp_path, elevation_anneal_start=-1)
+
+
 def test_d_acc_cap_decides_on_the_mean_accuracy_of_the_processes(files, tmp_path):
     """d_acc_cap under torchrun: an update all-reduces the gradients, so every process must skip
     or update together; the decision uses the processes' mean accuracy, not the local one."""

@@ -88,6 +88,8 @@ class TrainConfig:
     elevation_range: typing.List[float] = _f([-20.0, 20.0], "elevation range of the random rotation, degrees")
     rotation_warmup: int = _f(0, "steps over which the azimuth and elevation ranges widen linearly from rotation_warmup_start times their size to their full size, shrunk toward 0 (the input's own view): early fakes are near-real views (0: off; needs the uniform distribution)")
     rotation_warmup_start: float = _f(0.25, "rotation_warmup: fraction of the ranges at step 0")
+    elevation_anneal: int = _f(0, "steps over which the elevation range shrinks linearly to 0 (views at the input's own elevation), from step elevation_anneal_start (0: off; needs the uniform distribution)")
+    elevation_anneal_start: int = _f(0, "elevation_anneal: step at which the elevation range starts to shrink")
     rotation_distribution: str = _f("uniform", "uniform (azimuth/elevation ranges) or haar (uniform on SO(3))", ("uniform", "haar"))
     rotation_axis: str = _f("estimated", "axis of the random azimuth: camera (the camera's y axis, the method) or estimated (the world vertical, from the mean torso tilt of the batch's lifts; elevation offsets then apply about the estimated camera elevation)", ("camera", "estimated"))
     normalization: str = _f("per_sample", "2D normalisation of the training data", ("per_sample", "dataset"))
@@ -203,7 +205,7 @@ class TrainConfig:
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
                   "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch", "rotation_warmup",
-                  "sign_check_start"]
+                  "sign_check_start", "elevation_anneal", "elevation_anneal_start"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
@@ -222,6 +224,9 @@ class TrainConfig:
                 raise ConfigError(f"config: {name} must be [low, high] with low <= high, got {r}")
         if not 0 <= self.rotation_warmup_start <= 1:
             raise ConfigError(f"config: rotation_warmup_start must be in [0, 1], got {self.rotation_warmup_start}")
+        if self.elevation_anneal and self.rotation_distribution != "uniform":
+            raise ConfigError("config: elevation_anneal needs rotation_distribution = 'uniform' "
+                              f"(got {self.rotation_distribution!r}: a haar rotation has no elevation range)")
         if self.rotation_warmup and self.rotation_distribution != "uniform":
             raise ConfigError("config: rotation_warmup needs rotation_distribution = 'uniform' "
                               f"(got {self.rotation_distribution!r}: a haar rotation has no ranges to widen)")

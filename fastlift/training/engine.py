@@ -476,6 +476,9 @@ class Trainer:
             f = cfg.rotation_warmup_start
             s = min(1.0, f + (1.0 - f) * self.step / cfg.rotation_warmup)
             az_range, el_range = tuple(a * s for a in az_range), tuple(e * s for e in el_range)
+        if cfg.elevation_anneal:  # the elevation range shrinks to the input's own elevation
+            s = min(1.0, max(0.0, (self.step - cfg.elevation_anneal_start) / cfg.elevation_anneal))
+            el_range = tuple(e * (1.0 - s) for e in el_range)
         if cfg.rotation_axis == "camera" or cfg.rotation_distribution != "uniform":
             return geo.sample_rotations(n, az_range, el_range, seed=cfg.seed, offset=offset,
                                         distribution=cfg.rotation_distribution, device=self.device)
