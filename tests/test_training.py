@@ -674,6 +674,22 @@ def test_checkpoint_from_another_config_is_refused(files, tmp_path):
     torch.testing.assert_close(ok.lifter.state_dict()["net.head.weight"], tr.eval_lifter.state_dict()["net.head.weight"])
 
 
+def test_a_supervised_lifter_initialises_an_unsupervised_run_but_does_not_resume_one(files, tmp_path):
+    """--init across modes: the unsupervised run starts from the supervised lifter's depths
+    (its output standardisation comes along); --resume keeps to the checkpoint's mode."""
+    sup = Trainer(cfg_for(files, tmp_path / "s", steps=3, mode="supervised"), log=lambda *a: None)
+    sup.fit()
+    ck = os.path.join(sup.out, "checkpoints", "last.pt")
+    assert float(sup.eval_lifter.out_std.sub(1).abs().max()) > 1e-3      # a real standardisation
+    un = Trainer(cfg_for(files, tmp_path / "u", init=ck, steps=1), log=lambda *a: None)
+    x = next(un._iterate())["keypoints_2d"][:29]
+    sup.eval_lifter.eval()
+    un.lifter.eval()
+    torch.testing.assert_close(un.lifter(x), sup.eval_lifter(x))
+    with pytest.raises(ConfigError, match=r"mode: checkpoint 'supervised', config 'unsupervised'"):
+        Trainer(cfg_for(files, tmp_path / "u2", resume=ck), log=lambda *a: None)
+
+
 def _save(ps_kwargs, path):
     return PoseSet(**ps_kwargs).save(str(path))
 

@@ -453,12 +453,14 @@ def config_to_toml(cfg: TrainConfig) -> str:
 
 
 #: Fields that fix the shapes and meaning of the saved state: a checkpoint is only resumable (or
-#: loadable with --init) under a config that agrees on these.
-STRUCTURAL_FIELDS = ("mode", "layout", "width", "blocks", "batch_norm", "activation", "d_width", "d_blocks",
+#: loadable with --init) under a config that agrees on these. The mode is not among them: a
+#: supervised lifter can initialise an unsupervised run (its output standardisation comes along),
+#: but a run resumes only in its own mode.
+STRUCTURAL_FIELDS = ("layout", "width", "blocks", "batch_norm", "activation", "d_width", "d_blocks",
                      "d_batch_norm", "d_activation", "d_spectral_norm", "d_kinematic", "t_width", "t_blocks",
                      "t_with_pose", "c", "depth_floor", "min_depth")
 #: Fields that must also agree for an exact resume (they change the optimiser state or data order).
-RESUME_FIELDS = STRUCTURAL_FIELDS + ("use_discriminator", "use_temporal", "gan_loss", "batch_size", "seed",
+RESUME_FIELDS = STRUCTURAL_FIELDS + ("mode", "use_discriminator", "use_temporal", "gan_loss", "batch_size", "seed",
                                      "data", "synthetic_seed", "temporal_offset", "extra_2d", "extra_layout",
                                      "extra_adapt", "adapter_steps", "extra_target_fraction", "flow_width",
                                      "flow_layers", "flow_steps")
