@@ -74,6 +74,22 @@ def test_from_checkpoint_reproduces_engine_metrics(files):
     np.testing.assert_allclose(lifter.lift(k), eager.lift(k), rtol=1e-4, atol=1e-5)
 
 
+def test_from_checkpoint_takes_the_moving_average_of_the_weights(files, tmp_path):
+    """A checkpoint holds the raw weights and their moving average; the engine validates and tests
+    the average, so every user of the checkpoint (evaluate, lift, export) must get it too."""
+    from fastlift.training.checkpoint import save_checkpoint
+    raw, cfg = make_checkpoint(tmp_path / "raw.pt", seed=1)
+    avg, _ = make_checkpoint(tmp_path / "avg.pt", seed=2)
+    save_checkpoint({"config": asdict(cfg), "step": 0,
+                     "models": {"lifter": raw.state_dict(), "lifter_ema": avg.state_dict()}}, str(tmp_path / "both.pt"))
+    x = torch.from_numpy(np.asarray(files[1].keypoints_2d[:40], dtype=np.float32))
+    x = (x - x[:, :1]) / (x[:, 10:11] - x[:, :1]).norm(dim=-1, keepdim=True) / 10.0
+    got = Lifter.from_checkpoint(str(tmp_path / "both.pt"), device="cpu", fold=False).model(x)
+    with torch.no_grad():
+        torch.testing.assert_close(got, avg(x))
+        assert (got - raw(x)).abs().max() > 1e-3
+
+
 def test_engine_run_end_to_end(tmp_path):
     """A real (tiny) training run: evaluate reproduces the test numbers in its summary.json."""
     from fastlift.training.config import resolve_config

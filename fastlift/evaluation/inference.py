@@ -163,7 +163,8 @@ def load_lifter_model(state: dict, path: str = "checkpoint") -> nn.Module:
 
     cfg = _config_dict(state)
     models = state.get("models")
-    sd = models.get("lifter") if isinstance(models, dict) else None
+    # the moving average of the weights is what the engine validates, tests and reports
+    sd = (models.get("lifter_ema") or models.get("lifter")) if isinstance(models, dict) else None
     if sd is None:
         raise CheckpointError(f"{path}: the checkpoint holds no lifter weights (models['lifter'])")
     try:
