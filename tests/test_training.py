@@ -575,6 +575,42 @@ def test_elevation_anneal_shrinks_the_elevation_range_to_zero(files, tmp_path, m
         cfg_for(files, tmp_path, elevation_anneal_start=-1)
 
 
+@pytest.mark.parametrize("axis", ["camera", "estimated"])
+def test_adv_level_views_keep_the_azimuth_and_drop_the_elevation(files, tmp_path, monkeypatch, axis):
+    """adv_level_views: the rotation D's views come from has the cycle rotation's azimuth and no
+    elevation offset (R_cycle R_level^T is a turn about the camera's x axis alone), and D's fakes
+    are those level views, not the cycle's."""
+    cfg = cfg_for(files, tmp_path, steps=1, val_every=0, ckpt_every=0, adv_level_views=True, rotation_axis=axis,
+                  batch_size=64)
+    tr = Trainer(cfg, log=lambda m: None)
+    tr.step = 7
+    R, R_level = tr._rotations(300).double(), tr._rotations(300, level=True).double()
+    ex = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    turn = R @ R_level.transpose(1, 2)
+    torch.testing.assert_close(turn[:, 0, :], ex.expand(300, 3), rtol=0, atol=1e-5)
+    torch.testing.assert_close(turn[:, :, 0], ex.expand(300, 3), rtol=0, atol=1e-5)
+    assert float(torch.acos(turn[:, 1, 1].clamp(-1, 1)).max()) > math.radians(10)   # the elevations differ
+    from fastlift.training import engine
+    seen = {}
+    real_loss, real_d = engine.geo.cycle_reprojection_loss, tr._d_update
+
+    def spy_loss(x, Y_re, R, Y_rot, **kw):
+        seen["R_cycle"] = R.detach().clone()
+        return real_loss(x, Y_re, R, Y_rot, **kw)
+
+    def spy_d(real, fake):
+        seen["fake"] = fake.detach().clone()
+        return real_d(real, fake)
+    monkeypatch.setattr(engine.geo, "cycle_reprojection_loss", spy_loss)
+    monkeypatch.setattr(tr, "_d_update", spy_d)
+    tr.step = 0
+    out = tr.unsupervised_step(next(tr._iterate()))
+    assert torch.isfinite(out["loss_g"])
+    assert (seen["fake"].abs().sum((1, 2)) > 0).all()
+    with pytest.raises(ConfigError, match="adv_level_views needs"):
+        cfg_for(files, tmp_path, adv_level_views=True, rotation_distribution="haar")
+
+
 def test_d_acc_cap_decides_on_the_mean_accuracy_of_the_processes(files, tmp_path):
     """d_acc_cap under torchrun: an update all-reduces the gradients, so every process must skip
     or update together; the decision uses the processes' mean accuracy, not the local one."""

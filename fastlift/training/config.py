@@ -88,6 +88,7 @@ class TrainConfig:
     elevation_range: typing.List[float] = _f([-20.0, 20.0], "elevation range of the random rotation, degrees")
     rotation_warmup: int = _f(0, "steps over which the azimuth and elevation ranges widen linearly from rotation_warmup_start times their size to their full size, shrunk toward 0 (the input's own view): early fakes are near-real views (0: off; needs the uniform distribution)")
     rotation_warmup_start: float = _f(0.25, "rotation_warmup: fraction of the ranges at step 0")
+    adv_level_views: bool = _f(False, "the discriminators judge each lift from the step's azimuth without its elevation offset (views at the input's own elevation, like the data's), while L_2D and L_3D keep the full rotation; with the same azimuth both see the same side of the pose (needs the uniform distribution)")
     elevation_anneal: int = _f(0, "steps over which the elevation range shrinks linearly to 0 (views at the input's own elevation), from step elevation_anneal_start (0: off; needs the uniform distribution)")
     elevation_anneal_start: int = _f(0, "elevation_anneal: step at which the elevation range starts to shrink")
     rotation_distribution: str = _f("uniform", "uniform (azimuth/elevation ranges) or haar (uniform on SO(3))", ("uniform", "haar"))
@@ -224,6 +225,9 @@ class TrainConfig:
                 raise ConfigError(f"config: {name} must be [low, high] with low <= high, got {r}")
         if not 0 <= self.rotation_warmup_start <= 1:
             raise ConfigError(f"config: rotation_warmup_start must be in [0, 1], got {self.rotation_warmup_start}")
+        if self.adv_level_views and self.rotation_distribution != "uniform":
+            raise ConfigError("config: adv_level_views needs rotation_distribution = 'uniform' "
+                              f"(got {self.rotation_distribution!r}: a haar rotation has no elevation to drop)")
         if self.elevation_anneal and self.rotation_distribution != "uniform":
             raise ConfigError("config: elevation_anneal needs rotation_distribution = 'uniform' "
                               f"(got {self.rotation_distribution!r}: a haar rotation has no elevation range)")

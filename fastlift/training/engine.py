@@ -464,10 +464,11 @@ class Trainer:
             return geo.project_normalized(Y, R, c=cfg.c, root=self.root, head=self.head, transpose=transpose,
                                           floor=cfg.projection_floor, min_depth=cfg.min_depth)
 
-    def _rotations(self, n: int, Y: torch.Tensor | None = None):
+    def _rotations(self, n: int, Y: torch.Tensor | None = None, level: bool = False):
         """``n`` random rotations of the step. With ``rotation_axis = "estimated"`` and the lifted
         poses ``Y``, the azimuth turns about the world's vertical as estimated from the batch (the
-        mean torso tilt of the lifts: the camera's elevation), not about the camera's y axis."""
+        mean torso tilt of the lifts: the camera's elevation), not about the camera's y axis.
+        ``level``: the same azimuths (the same stream) without the elevation offsets."""
         cfg = self.cfg
         # after a collapse_guard rollback the steps repeat: a fresh stream (2^32 steps further on)
         offset = ((self.step + self.rollbacks * 2**32) * self.world_size + self.rank) * n
@@ -479,6 +480,8 @@ class Trainer:
         if cfg.elevation_anneal:  # the elevation range shrinks to the input's own elevation
             s = min(1.0, max(0.0, (self.step - cfg.elevation_anneal_start) / cfg.elevation_anneal))
             el_range = tuple(e * (1.0 - s) for e in el_range)
+        if level:
+            el_range = (0.0, 0.0)
         if cfg.rotation_axis == "camera" or cfg.rotation_distribution != "uniform":
             return geo.sample_rotations(n, az_range, el_range, seed=cfg.seed, offset=offset,
                                         distribution=cfg.rotation_distribution, device=self.device)
@@ -550,6 +553,11 @@ class Trainer:
             y_fake_all, Y_rot, _ = self._project(tile(Y), R)
             y_fake_all = torch.where(tile(conf)[..., None] > 0, y_fake_all, torch.zeros_like(y_fake_all))
             y_fake = y_fake_all[:B]
+            R_adv = R[:B]
+            if cfg.adv_level_views:  # D judges the same azimuths at the data's own elevation
+                R_adv = self._rotations(K * B, Y, level=True)[:B]
+                y_fake, _, _ = self._project(Y, R_adv)
+                y_fake = torch.where(conf[..., None] > 0, y_fake, torch.zeros_like(y_fake))
             # 3. re-lift, rotate back
             out = {}
             if need_cycle:
@@ -570,7 +578,7 @@ class Trainer:
             for _ in range(cfg.d_steps):
                 out.update(self._d_update(x, yf))
             if self.temporal:
-                y_prev_fake, _, _ = self._project(Y_prev, R[:B])
+                y_prev_fake, _, _ = self._project(Y_prev, R_adv)
                 pf = y_prev_fake.detach()
                 out.update(self._t_update(x, prev, yf, pf))
 
@@ -1004,7 +1012,7 @@ class Trainer:
         with self._fp32():
             Y = geo.lift_to_3d(x, d, c=cfg.c, floor=cfg.depth_floor, min_depth=cfg.min_depth)
             Y_m = geo.lift_to_3d(x, -d, c=cfg.c, floor=cfg.depth_floor, min_depth=cfg.min_depth)
-            R = self._rotations(x.shape[0], Y)
+            R = self._rotations(x.shape[0], Y, level=cfg.adv_level_views)  # the views D judges
             y, _, _ = self._project(Y, R)
             y_m, _, _ = self._project(Y_m, R)
         with self._autocast():
