@@ -67,7 +67,7 @@ class TrainConfig:
     tensorboard: bool = _f(True, "write TensorBoard events when tensorboard is installed")
     plots: bool = _f(True, "draw curves.png and val_samples.png into the run directory at the end (needs matplotlib)")
     resume: typing.Optional[str] = _f(None, "checkpoint (or run directory) to continue exactly")
-    init: typing.Optional[str] = _f(None, "checkpoint whose model weights initialise this run (no optimizer state)")
+    init: typing.Optional[str] = _f(None, "checkpoint whose model weights initialise this run (no optimizer state); its network sizes must match, its mode need not (a supervised lifter can start an unsupervised run)")
     min_poses: int = _f(64, "refuse training data with fewer valid poses than this")
 
     # ---------------------------------------------------------------- lifter
