@@ -590,23 +590,31 @@ def test_adv_level_views_keep_the_azimuth_and_drop_the_elevation(files, tmp_path
     torch.testing.assert_close(turn[:, 0, :], ex.expand(300, 3), rtol=0, atol=1e-5)
     torch.testing.assert_close(turn[:, :, 0], ex.expand(300, 3), rtol=0, atol=1e-5)
     assert float(torch.acos(turn[:, 1, 1].clamp(-1, 1)).max()) > math.radians(10)   # the elevations differ
-    from fastlift.training import engine
-    seen = {}
-    real_loss, real_d = engine.geo.cycle_reprojection_loss, tr._d_update
+    seen, projections = {}, []
+    real_project, real_d = tr._project, tr._d_update
 
-    def spy_loss(x, Y_re, R, Y_rot, **kw):
-        seen["R_cycle"] = R.detach().clone()
-        return real_loss(x, Y_re, R, Y_rot, **kw)
+    def spy_project(Y, R, transpose=False):
+        y = real_project(Y, R, transpose)
+        projections.append((R.detach().double().clone(), y[0].detach().clone()))
+        return y
 
     def spy_d(real, fake):
         seen["fake"] = fake.detach().clone()
         return real_d(real, fake)
-    monkeypatch.setattr(engine.geo, "cycle_reprojection_loss", spy_loss)
+    monkeypatch.setattr(tr, "_project", spy_project)
     monkeypatch.setattr(tr, "_d_update", spy_d)
     tr.step = 0
     out = tr.unsupervised_step(next(tr._iterate()))
     assert torch.isfinite(out["loss_g"])
-    assert (seen["fake"].abs().sum((1, 2)) > 0).all()
+    (R_cycle, y_cycle), (R_adv, y_adv) = projections[:2]      # the cycle's views, then D's
+    B = 64
+    turn = R_cycle[:B] @ R_adv.transpose(1, 2)
+    torch.testing.assert_close(turn[:, 0, :], ex.expand(B, 3), rtol=0, atol=1e-5)
+    torch.testing.assert_close(turn[:, :, 0], ex.expand(B, 3), rtol=0, atol=1e-5)
+    fake, shown = seen["fake"], seen["fake"] != 0               # missing joints are zeroed
+    assert shown.any()
+    torch.testing.assert_close(fake[shown], y_adv[shown])
+    assert (fake[shown] - y_cycle[:B][shown]).abs().max() > 1e-3
     with pytest.raises(ConfigError, match="adv_level_views needs"):
         cfg_for(files, tmp_path, adv_level_views=True, rotation_distribution="haar")
 
