@@ -80,6 +80,72 @@ def test_temporal_pairs(poses):
     assert n == 12 * (50 - k) == L.num_eligible
 
 
+def partner_indices(b, poses):
+    """PoseSet indices of a batch's partner frames, matched on their normalised 2D."""
+    norm, _ = normalize_2d_np(poses.keypoints_2d)
+    flat = norm.reshape(len(poses), -1)
+    out = []
+    for row in b["keypoints_2d_partner"].numpy().reshape(len(b["index"]), -1):
+        out.append(int(np.abs(flat - row).max(1).argmin()))
+    return np.array(out)
+
+
+def test_sequence_partners(poses):
+    L = PoseLoader(poses, batch_size=40, shuffle=True, seed=2, sequence_partners=True)
+    gaps, n = [], 0
+    for b in L:
+        idx = b["index"].numpy()
+        part = partner_indices(b, poses)
+        assert (poses.sequence[part] == poses.sequence[idx]).all()
+        np.testing.assert_array_equal(b["confidence_partner"].numpy(), poses.confidence[part])
+        assert (poses.confidence[part][:, [0, 10]] > 0).all()   # partners can be normalised too
+        gaps.append(np.abs(poses.frame[part] - poses.frame[idx]))
+        n += len(idx)
+    gaps = np.concatenate(gaps)
+    assert n == L.num_eligible
+    # any distance within the sequence: uniform over 50 frames gives a mean gap of about 17
+    assert 10 < gaps.mean() < 25 and gaps.max() > 40
+    assert "keypoints_2d_partner" not in next(iter(PoseLoader(poses, batch_size=8)))
+
+
+def test_sequence_partners_are_seeded_and_resume_exactly(poses):
+    def run(loader, stop=None):
+        out = []
+        for i, b in enumerate(loader):
+            out.append(b["keypoints_2d_partner"].numpy())
+            if stop is not None and i == stop:
+                break
+        return out
+    a = run(PoseLoader(poses, batch_size=32, seed=4, sequence_partners=True))
+    b = run(PoseLoader(poses, batch_size=32, seed=4, sequence_partners=True))
+    c = run(PoseLoader(poses, batch_size=32, seed=5, sequence_partners=True))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    part = PoseLoader(poses, batch_size=32, seed=4, sequence_partners=True)
+    got = run(part, stop=4)
+    state = part.state_dict()
+    resumed = PoseLoader(poses, batch_size=32, seed=4, sequence_partners=True)
+    resumed.load_state_dict(state)
+    got += run(resumed)
+    assert len(got) == len(a) and all(np.array_equal(x, y) for x, y in zip(got, a))
+    with pytest.raises(PoseDataError, match="sequence_partners was True"):
+        PoseLoader(poses, batch_size=32, seed=4).load_state_dict(state)
+
+
+def test_sequence_partner_of_a_lone_frame_is_itself():
+    p = generate(60, seed=1)
+    seq = p.sequence.copy()
+    seq[:5] = 10 ** 6 + np.arange(5)                    # five single-frame sequences
+    conf = p.confidence.copy()
+    conf[5:, 0] = np.where(np.arange(55) % 2 == 0, 0, conf[5:, 0])   # half the rest lack the root
+    q = PoseSet(keypoints_2d=p.keypoints_2d, confidence=conf, sequence=seq, frame=p.frame)
+    L = PoseLoader(q, batch_size=8, shuffle=False, sequence_partners=True)
+    idx = np.arange(len(q))
+    part = L.partners(idx, 0, 0)
+    np.testing.assert_array_equal(part[:5], idx[:5])
+    assert (conf[part, 0] > 0).all() and (q.sequence[part] == seq).all()
+
+
 def test_missing_root_or_head_is_skipped():
     p = generate(400, seed=0)
     conf = p.confidence.copy()

@@ -116,6 +116,29 @@ def test_depth_stretch_is_the_median_ratio_of_depth_to_image_radius():
     assert float(L.depth_stretch(flat, 0)) == 0.0
 
 
+def test_bone_constancy_loss_compares_bone_proportions():
+    from fastlift.data.layouts import get_layout
+    par = get_layout("h36m17").parents
+    child = torch.tensor([i for i in range(17) if par[i] >= 0])
+    parent = torch.tensor([par[i] for i in range(17) if par[i] >= 0])
+    g = torch.Generator().manual_seed(8)
+    Y = torch.randn(5, 17, 3, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(5, 3, 3, generator=g, dtype=torch.float64))
+    moved = (Y - Y[:, :1]) @ q * 3.7 + 1.0     # the same bones turned, scaled and shifted
+    assert float(L.bone_constancy_loss(Y, moved, child, parent)) == pytest.approx(0.0, abs=1e-12)
+    longer = Y.clone()
+    longer[2, 3] = Y[2, 2] + 2.0 * (Y[2, 3] - Y[2, 2])   # one pose's right shin twice as long
+    v = L.bone_constancy_loss(Y, longer, child, parent)
+    b = (Y[2, child] - Y[2, parent]).norm(dim=-1)
+    b2 = b.clone()
+    b2[2] *= 2                                  # bone 2 is r_knee -> r_ankle
+    expected = ((b / b.sum() - b2 / b2.sum()) ** 2).sum() / 5
+    assert float(v) == pytest.approx(float(expected), rel=1e-5) and float(v) > 0
+    valid = torch.ones(5, 17, dtype=torch.bool)
+    valid[2, 3] = False                         # the ankle missing in that pair: the shin is left out
+    assert float(L.bone_constancy_loss(Y, longer, child, parent, valid=valid)) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_depth_extent_loss_penalises_only_poses_deeper_than_wide():
     g = torch.Generator().manual_seed(5)
     Y = torch.randn(17, 17, 3, generator=g)
@@ -667,6 +690,42 @@ def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):
         cfg_for(files, tmp_path, w_3d_ramp_start=-5)
 
 
+def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp_path, monkeypatch):
+    """w_bone_sequence: each pose's partner (a random frame of its sequence) rides along in the
+    lift's forward, the bone-proportion loss between them joins the lifter's loss (loss_bone), and
+    data without sequences turns the cue off with a message."""
+    from fastlift.training import engine
+    cfg = cfg_for(files, tmp_path, steps=1, val_every=0, ckpt_every=0, w_bone_sequence=5.0, batch_size=64,
+                  use_temporal=False, seed=2)
+    tr = Trainer(cfg, log=lambda *a: None)
+    assert tr.use_bone_sequence and tr.loader.sequence_partners
+    batch = next(tr._iterate())
+    assert batch["keypoints_2d_partner"].shape == batch["keypoints_2d"].shape
+    sizes, seen = [], {}
+    real_lift, real_loss = tr._lift, engine.L.bone_constancy_loss
+    monkeypatch.setattr(tr, "_lift", lambda x: (sizes.append(x.shape[0]), real_lift(x))[1])
+
+    def spy_loss(a, b, child, parent, valid=None):
+        v = real_loss(a, b, child, parent, valid=valid)
+        seen.update(value=float(v.detach()), n=a.shape[0])
+        return v
+
+    monkeypatch.setattr(engine.L, "bone_constancy_loss", spy_loss)
+    out = tr.unsupervised_step(batch)
+    assert sizes[0] == 2 * 64 and seen["n"] == 64
+    assert float(out["loss_bone"]) == pytest.approx(5.0 * seen["value"], rel=1e-5) and seen["value"] > 0
+    # no sequences (every pose its own): off, said once
+    ps = PoseSet.load(files["train"])
+    lone = PoseSet(keypoints_2d=ps.keypoints_2d, confidence=ps.confidence, keypoints_3d=ps.keypoints_3d,
+                   sequence=np.arange(len(ps)), frame=np.zeros(len(ps), dtype=np.int64))
+    path = lone.save(str(tmp_path / "lone.npz"))
+    msgs = []
+    tr2 = Trainer(cfg_for(files, tmp_path / "lone", data=path, steps=1, val_every=0, ckpt_every=0,
+                          w_bone_sequence=5.0), log=msgs.append)
+    assert not tr2.use_bone_sequence and not tr2.loader.sequence_partners
+    assert any("bone-proportion cue across sequences: off" in m for m in msgs)
+
+
 def test_no_discriminator_ablation_leaves_d_untouched(files, tmp_path):
     cfg = cfg_for(files, tmp_path, steps=3, use_discriminator=False, val_every=0)
     tr = Trainer(cfg, log=lambda *a: None)
@@ -685,7 +744,9 @@ def test_resume_is_exact(files, tmp_path, mode):
     """2K steps in one go == K steps, checkpoint, resume, K steps (bitwise)."""
     K = 5
     # adv_balance_target on: the adversarial gain is state that a resume must restore
-    kw = dict(steps=2 * K, val_every=0, ckpt_every=0, mode=mode, dropout=0.2, batch_size=256, adv_balance_target=0.6)
+    # w_bone_sequence on: the partner frames must be drawn again as they were
+    kw = dict(steps=2 * K, val_every=0, ckpt_every=0, mode=mode, dropout=0.2, batch_size=256, adv_balance_target=0.6,
+              w_bone_sequence=1.0)
     full = Trainer(cfg_for(files, tmp_path / "a", **kw), log=lambda *a: None)
     full.fit()
     first = Trainer(cfg_for(files, tmp_path / "b", **kw), log=lambda *a: None)

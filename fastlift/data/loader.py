@@ -24,7 +24,7 @@ from fastlift.data.poseset import PoseSet
 __all__ = ["PoseLoader"]
 
 _STATE_KEYS = ("seed", "shuffle", "drop_last", "batch_size", "rank", "world_size", "temporal_offset",
-               "num_eligible")
+               "num_eligible", "sequence_partners")
 
 
 def _read_into_memory(a: np.ndarray) -> np.ndarray:
@@ -64,6 +64,9 @@ class PoseLoader:
             wrapping around (as DistributedSampler does), so every rank has the same length.
         temporal_offset: k >= 1 to yield frame pairs (x_t, x_{t-k}) of the same sequence (matched on
             sequence id and frame number); only poses that have such a partner are sampled.
+        sequence_partners: also yield, for each pose, a uniformly random other frame of the same
+            sequence (any distance; itself when the sequence has no other usable frame), for cues
+            that hold across a whole sequence, such as a person's bone proportions.
         rank, world_size: this process's shard.
         normalization: ``"per_sample"`` (each pose scaled so head-root = 1/c) or ``"fixed"`` (one
             constant scale, ``fixed_scale``, default 1 / (c * mean head-root distance of this set);
@@ -90,7 +93,8 @@ class PoseLoader:
         3D (and ``with_3d``); with ``temporal_offset``: ``keypoints_2d_prev`` (B, J, 2) (each frame
         normalised on its own, like the fake pairs built from single-frame lifts),
         ``confidence_prev`` (B, J) and
-        ``scale_prev`` (B,). Within a batch the poses come in increasing index order (faster reads
+        ``scale_prev`` (B,); with ``sequence_partners``: ``keypoints_2d_partner`` (B, J, 2) and
+        ``confidence_partner`` (B, J). Within a batch the poses come in increasing index order (faster reads
         from memory-mapped files); across batches the order is the seeded permutation.
 
     Iterating runs the rest of the current epoch and then moves the position to (epoch + 1, 0), so
@@ -103,7 +107,8 @@ class PoseLoader:
                  normalization: str = "per_sample", device: str | torch.device = "cpu", *, c: float = DEFAULT_C,
                  eps: float = DEFAULT_EPS, fixed_scale: float | None = None, require_root_head: bool = True,
                  root: int | None = None, head: int | None = None, with_3d: bool = True,
-                 in_memory: bool | None = None, in_memory_limit_bytes: int | None = None):
+                 in_memory: bool | None = None, in_memory_limit_bytes: int | None = None,
+                 sequence_partners: bool = False):
         if not isinstance(poseset, PoseSet):
             raise PoseDataError(f"PoseLoader: poseset must be a PoseSet, got {type(poseset).__name__}")
         if root is None or head is None:
@@ -133,6 +138,7 @@ class PoseLoader:
         self.root, self.head = int(root), int(head)
         self.require_root_head = bool(require_root_head)
         self.with_3d = bool(with_3d)
+        self.sequence_partners = bool(sequence_partners)
 
         self.copied_to_memory = self._maybe_copy(in_memory, in_memory_limit_bytes)
         N = len(poseset)
@@ -141,6 +147,7 @@ class PoseLoader:
         if self.temporal_offset is not None:
             self._prev = poseset.previous_index(self.temporal_offset)
             ok = self._prev >= 0
+        rh = None
         if self.require_root_head:
             rh = self._root_head_ok()
             if not rh.all():
@@ -148,6 +155,8 @@ class PoseLoader:
             if self._prev is not None:
                 ok &= rh[np.maximum(self._prev, 0)]
         self._eligible = None if ok is None or ok.all() else np.flatnonzero(ok)
+        self._partner_groups = self._sequence_groups(rh if self.require_root_head else None) \
+            if self.sequence_partners else None
         self.num_eligible = N if self._eligible is None else len(self._eligible)
         if self.num_eligible == 0:
             what = f"with a frame {self.temporal_offset} earlier in the same sequence" if self.temporal_offset else \
@@ -171,6 +180,35 @@ class PoseLoader:
         self._epoch = 0
         self._batch = 0
         self._cache: tuple[int, np.ndarray] | None = None
+
+    def _sequence_groups(self, usable: np.ndarray | None):
+        """(order, start, count): the usable poses sorted by sequence, and for each pose of the set
+        where its sequence's usable poses begin in ``order`` and how many there are (0 for a pose
+        whose sequence has none: it is its own partner)."""
+        seq = np.asarray(self.poses.sequence)
+        N = len(seq)
+        cand = np.arange(N) if usable is None else np.flatnonzero(usable)
+        order = cand[np.argsort(seq[cand], kind="stable")].astype(np.int64)
+        keys, first, counts = np.unique(seq[order], return_index=True, return_counts=True)
+        start, count = np.zeros(N, np.int64), np.zeros(N, np.int64)
+        if len(keys):
+            pos = np.clip(np.searchsorted(keys, seq), 0, len(keys) - 1)
+            hit = keys[pos] == seq
+            start[hit], count[hit] = first[pos[hit]], counts[pos[hit]]
+        return order, start, count
+
+    def partners(self, idx: np.ndarray, epoch: int, batch: int) -> np.ndarray:
+        """(len(idx),) int64: for each pose of ``idx`` a uniformly random usable pose of the same
+        sequence (possibly itself), drawn from a stream fixed by (seed, epoch, batch, rank) so that a
+        resumed run draws the same partners."""
+        order, start, count = self._partner_groups
+        idx = np.asarray(idx, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, int(epoch), int(batch), self.rank, 0x5E9])
+        n = count[idx]
+        if not len(order):
+            return idx.copy()
+        pick = order[np.minimum(start[idx] + (rng.random(len(idx)) * n).astype(np.int64), len(order) - 1)]
+        return np.where(n > 0, pick, idx)
 
     def _maybe_copy(self, in_memory, limit) -> bool:
         p = self.poses
@@ -281,8 +319,9 @@ class PoseLoader:
         scale = None if self.normalization == "per_sample" else self.fixed_scale
         return normalize_2d_torch(x, root=self.root, head=self.head, c=self.c, eps=self.eps, scale=scale)
 
-    def make_batch(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        """The batch for PoseSet indices ``idx`` (any order; used as given)."""
+    def make_batch(self, idx: np.ndarray, partners: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """The batch for PoseSet indices ``idx`` (any order; used as given); with ``partners`` (one
+        PoseSet index per pose) also ``keypoints_2d_partner`` and ``confidence_partner``."""
         p = self.poses
         dev = self.device
         idx = np.asarray(idx, dtype=np.int64)
@@ -304,6 +343,10 @@ class PoseLoader:
             batch["keypoints_2d_prev"] = xp
             batch["scale_prev"] = sp
             batch["confidence_prev"] = self._tensor(take(p.confidence, pidx)).to(dev, non_blocking=True)
+        if partners is not None:
+            partners = np.asarray(partners, dtype=np.int64)
+            batch["keypoints_2d_partner"], _ = self._normalize(take(p.keypoints_2d, partners))
+            batch["confidence_partner"] = self._tensor(take(p.confidence, partners)).to(dev, non_blocking=True)
         return batch
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -316,5 +359,6 @@ class PoseLoader:
             b = self._batch
             idx = np.sort(order[b * B:(b + 1) * B])
             self._batch = b + 1
-            yield self.make_batch(idx)
+            part = self.partners(idx, epoch, b) if self.sequence_partners else None
+            yield self.make_batch(idx, part)
         self._epoch, self._batch = epoch + 1, 0

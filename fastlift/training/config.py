@@ -108,6 +108,7 @@ class TrainConfig:
     w_depth_extent: float = _f(0.0, "weight of the depth-extent cue on the lift: squared excess of a joint's depth offset from the root over depth_extent_margin times the pose's image-plane radius (0: off)")
     depth_extent_margin: float = _f(1.0, "depth offset, in units of the pose's image-plane radius, beyond which the depth-extent cue applies")
     w_bone_temporal: float = _f(0.0, "weight of the bone-length constancy cue between frames t and t-k")
+    w_bone_sequence: float = _f(0.0, "weight of the bone-proportion constancy cue between each pose and a random other frame of its sequence (any distance): one person's bones keep their lengths however the limbs turn, so a limb foreshortened in one frame is measured in another (needs sequences; 0: off)")
     cycle_views: int = _f(1, "random rotations per pose in the cycle losses L_2D and L_3D (the discriminators see the first): more consistency constraints per step for the cost of re-lifts only. 4 locked in the wrong depth sign from the start on the synthetic data (docs/training.md), so the default is 1")
     l3d_target: str = _f("lift", "what L_3D's gradient reaches: 'lift' both the rotated lift and the re-lift (the paper's consistency), 'detached' the re-lift only (the rotated lift is a fixed target that the re-lift regresses onto)", ("lift", "detached"))
     consistency: str = _f("mse", "per-element loss of L_2D / L_3D", ("mse", "l1", "huber"))
@@ -275,7 +276,7 @@ PRESETS: dict[str, dict] = {
     "paper": dict(width=1024, blocks=4, dropout=0.5, batch_norm=True, w_adv=1.0, w_2d=10.0, w_3d=0.001,
                   w_temporal=1.0, d_width=1024, d_blocks=3, t_width=1024, t_blocks=3, d_kinematic=False,
                   d_flip_negatives=0.0, flip_augment=False, d_steps=1, d_lr_ratio=0.25, ema=0.0, w_bone_sym=0.0,
-                  w_bone_temporal=0.0, rotation_axis="camera", collapse_guard=False, batch_size=1024, steps=20000,
+                  w_bone_temporal=0.0, w_bone_sequence=0.0, rotation_axis="camera", collapse_guard=False, batch_size=1024, steps=20000,
                   max_minutes=0.0),
     # The recipe taken literally (diverges early, see method.md): default init, hard floors,
     # equal learning rates, Adam's default betas, no input standardisation.
@@ -284,7 +285,7 @@ PRESETS: dict[str, dict] = {
                           d_flip_negatives=0.0, flip_augment=False, d_steps=1, ema=0.0, out_init_scale=1.0,
                           depth_floor="hard", projection_floor="hard", standardize_inputs=False,
                           d_lr_ratio=1.0, beta1=0.9, beta2=0.999, lr=1e-4, lr_schedule="constant", amp="none",
-                          w_bone_sym=0.0, w_bone_temporal=0.0, use_confidence=False, rotation_axis="camera",
+                          w_bone_sym=0.0, w_bone_temporal=0.0, w_bone_sequence=0.0, use_confidence=False, rotation_axis="camera",
                           collapse_guard=False, batch_size=1024,
                           steps=20000, max_minutes=0.0),
     # Tiny networks and few steps, for tests and smoke runs.

@@ -153,6 +153,10 @@ class Trainer:
             self.log("temporal discriminator: off (the training data has no consecutive frames at offset "
                      f"{cfg.temporal_offset})")
         self.use_bone_temporal = cfg.mode == "unsupervised" and cfg.w_bone_temporal > 0 and self._has_sequences(self.data.train)
+        self.use_bone_sequence = (cfg.mode == "unsupervised" and cfg.w_bone_sequence > 0
+                                  and self._has_sequence_ids(self.data.train))
+        if cfg.mode == "unsupervised" and cfg.w_bone_sequence > 0 and not self.use_bone_sequence:
+            self.log("bone-proportion cue across sequences: off (the training data has no sequences of 2 or more frames)")
         self.loader = self._make_loader()
 
         # ---- networks
@@ -290,12 +294,19 @@ class Trainer:
     def _has_sequences(self, ps) -> bool:
         return bool((ps.previous_index(self.cfg.temporal_offset) >= 0).mean() > 0.5)
 
+    @staticmethod
+    def _has_sequence_ids(ps) -> bool:
+        """Whether most poses share their sequence with another pose."""
+        _, inv, counts = np.unique(np.asarray(ps.sequence), return_inverse=True, return_counts=True)
+        return bool((counts[inv] >= 2).mean() > 0.5)
+
     def _make_loader(self):
         from fastlift.data import PoseLoader
         cfg = self.cfg
         k = cfg.temporal_offset if (self.temporal or self.use_bone_temporal) else None
         return PoseLoader(self.data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                           temporal_offset=k, rank=self.rank, world_size=self.world_size,
+                          sequence_partners=self.use_bone_sequence,
                           normalization="fixed" if cfg.normalization == "dataset" else "per_sample",
                           device=self.device, c=cfg.c, root=self.root, head=self.head)
 
@@ -512,8 +523,10 @@ class Trainer:
         flip = torch.rand(x.shape[0], device=x.device) < 0.5
         out = dict(batch)
         m3 = torch.tensor([-1.0, 1.0, 1.0], device=x.device)
+        # a pose's partner frames are mirrored with it, so that its left bones meet their left bones
         for key, mirror in (("keypoints_2d", self._mirror_x), ("keypoints_2d_prev", self._mirror_x),
-                            ("confidence", None), ("confidence_prev", None), ("keypoints_3d", m3)):
+                            ("keypoints_2d_partner", self._mirror_x), ("confidence", None),
+                            ("confidence_prev", None), ("confidence_partner", None), ("keypoints_3d", m3)):
             if key not in batch:
                 continue
             v = batch[key]
@@ -534,16 +547,19 @@ class Trainer:
         prev = batch.get("keypoints_2d_prev") if (self.temporal or self.use_bone_temporal) else None
         if prev is not None and "confidence_prev" in batch:
             prev = torch.where(batch["confidence_prev"][..., None] > 0, prev, torch.zeros_like(prev))
+        partner = batch.get("keypoints_2d_partner") if self.use_bone_sequence else None
+        if partner is not None:
+            partner = torch.where(batch["confidence_partner"][..., None] > 0, partner, torch.zeros_like(partner))
 
         warm = self.step < cfg.d_warmup and self.use_d  # discriminator warm-up: the lifter waits
         # 1-3 run in one autocast region (when amp is on) so the lifter's weights are cast once
         with self._autocast(), (torch.no_grad() if warm else contextlib.nullcontext()):
-            # 1. lift (the previous frames ride along in the same forward)
-            if prev is not None:
-                Y_all = self._lift(torch.cat([x, prev], 0))
-                Y, Y_prev = Y_all[:B], Y_all[B:]
-            else:
-                Y, Y_prev = self._lift(x), None
+            # 1. lift (the previous frames and the sequence partners ride along in the same forward)
+            extra = [t for t in (prev, partner) if t is not None]
+            Y_all = self._lift(torch.cat([x, *extra], 0)) if extra else self._lift(x)
+            Y = Y_all[:B]
+            Y_prev = Y_all[B:2 * B] if prev is not None else None
+            Y_partner = Y_all[-B:] if partner is not None else None
             # 2. rotate, project, re-normalise; with cycle_views K each pose gets K random views,
             #    stacked view-major, and the discriminators see the first B (view 0)
             need_cycle = ((cfg.use_l2d and cfg.w_2d > 0) or (cfg.use_l3d and (cfg.w_3d > 0 or cfg.w_3d_final > 0))) and not warm
@@ -617,9 +633,14 @@ class Trainer:
             cues = cues + cfg.w_bone_sym * L.bone_symmetry_loss(Y, *self._sym)
         if self.use_bone_temporal and Y_prev is not None:
             cues = cues + cfg.w_bone_temporal * L.bone_constancy_loss(Y, Y_prev, self._bone_child, self._bone_parent)
+        if Y_partner is not None:
+            # bones with a missing end in either frame are left out
+            ok = (batch["confidence"] > 0) & (batch["confidence_partner"] > 0)
+            cues = cues + cfg.w_bone_sequence * L.bone_constancy_loss(
+                Y, Y_partner, self._bone_child, self._bone_parent, valid=ok)
         if cfg.w_depth_extent > 0:
             cues = cues + cfg.w_depth_extent * L.depth_extent_loss(Y, self.root, cfg.depth_extent_margin)
-        if cfg.w_bone_sym > 0 or self.use_bone_temporal or cfg.w_depth_extent > 0:
+        if cfg.w_bone_sym > 0 or self.use_bone_temporal or cfg.w_depth_extent > 0 or Y_partner is not None:
             loss = loss + cues
             out["loss_bone"] = cues.detach()
         self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)

@@ -114,9 +114,17 @@ def bone_symmetry_loss(Y: torch.Tensor, left_child, left_parent, right_child, ri
     return (((ll - rl) / (ll + rl + 1e-6)) ** 2).mean()
 
 
-def bone_constancy_loss(Y_t: torch.Tensor, Y_prev: torch.Tensor, child, parent) -> torch.Tensor:
-    """Mean squared relative change of bone lengths between two frames of one person."""
+def bone_constancy_loss(Y_t: torch.Tensor, Y_prev: torch.Tensor, child, parent,
+                        valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over pose pairs of the squared change of bone proportions between two frames of one
+    person: each bone's length over the sum of the pair's bone lengths, so the loss is scale-free.
+    ``Y_t``, ``Y_prev``: (B, J, 3); ``child``, ``parent``: (nb,) joint indices of the bones;
+    ``valid``: optional (B, J) bool, joints present in both frames: bones with a missing end are
+    left out of the proportions and of the loss."""
     a, b = bone_lengths(Y_t, child, parent), bone_lengths(Y_prev, child, parent)
+    if valid is not None:
+        m = (valid[:, child] & valid[:, parent]).to(a.dtype)
+        a, b = a * m, b * m
     sa = a / (a.sum(1, keepdim=True) + 1e-6)
     sb = b / (b.sum(1, keepdim=True) + 1e-6)
     return ((sa - sb) ** 2).sum(1).mean()
