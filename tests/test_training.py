@@ -726,6 +726,21 @@ def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp
     assert any("bone-proportion cue across sequences: off" in m for m in msgs)
 
 
+def test_bone_sequence_cue_waits_for_its_start_then_ramps(files, tmp_path):
+    cfg = cfg_for(files, tmp_path, steps=1, val_every=0, ckpt_every=0, w_bone_sequence=8.0,
+                  bone_sequence_start=10, bone_sequence_ramp=4)
+    tr = Trainer(cfg, log=lambda *a: None)
+    got = []
+    for step in (0, 9, 10, 11, 13, 50):
+        tr.step = step
+        got.append(tr._w_bone_sequence())
+    assert got == [0.0, 0.0, 2.0, 4.0, 8.0, 8.0]
+    tr.step = 0
+    assert "loss_bone" not in tr.unsupervised_step(next(tr._iterate()))   # nothing added before the start
+    with pytest.raises(ConfigError, match="bone_sequence_start must be >= 0"):
+        cfg_for(files, tmp_path, bone_sequence_start=-1)
+
+
 def test_no_discriminator_ablation_leaves_d_untouched(files, tmp_path):
     cfg = cfg_for(files, tmp_path, steps=3, use_discriminator=False, val_every=0)
     tr = Trainer(cfg, log=lambda *a: None)

@@ -109,6 +109,8 @@ class TrainConfig:
     depth_extent_margin: float = _f(1.0, "depth offset, in units of the pose's image-plane radius, beyond which the depth-extent cue applies")
     w_bone_temporal: float = _f(0.0, "weight of the bone-length constancy cue between frames t and t-k")
     w_bone_sequence: float = _f(0.0, "weight of the bone-proportion constancy cue between each pose and a random other frame of its sequence (any distance): one person's bones keep their lengths however the limbs turn, so a limb foreshortened in one frame is measured in another (needs sequences; 0: off)")
+    bone_sequence_start: int = _f(0, "step at which the w_bone_sequence cue switches on (it then rises linearly to its weight over bone_sequence_ramp steps)")
+    bone_sequence_ramp: int = _f(0, "steps over which the w_bone_sequence cue rises from 0 to its weight, from bone_sequence_start")
     cycle_views: int = _f(1, "random rotations per pose in the cycle losses L_2D and L_3D (the discriminators see the first): more consistency constraints per step for the cost of re-lifts only. 4 locked in the wrong depth sign from the start on the synthetic data (docs/training.md), so the default is 1")
     l3d_target: str = _f("lift", "what L_3D's gradient reaches: 'lift' both the rotated lift and the re-lift (the paper's consistency), 'detached' the re-lift only (the rotated lift is a fixed target that the re-lift regresses onto)", ("lift", "detached"))
     consistency: str = _f("mse", "per-element loss of L_2D / L_3D", ("mse", "l1", "huber"))
@@ -207,7 +209,8 @@ class TrainConfig:
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
                   "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch", "rotation_warmup",
-                  "sign_check_start", "elevation_anneal", "elevation_anneal_start"]
+                  "sign_check_start", "elevation_anneal", "elevation_anneal_start", "w_bone_sequence", "bone_sequence_start",
+                  "bone_sequence_ramp"]
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")

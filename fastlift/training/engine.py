@@ -547,7 +547,8 @@ class Trainer:
         prev = batch.get("keypoints_2d_prev") if (self.temporal or self.use_bone_temporal) else None
         if prev is not None and "confidence_prev" in batch:
             prev = torch.where(batch["confidence_prev"][..., None] > 0, prev, torch.zeros_like(prev))
-        partner = batch.get("keypoints_2d_partner") if self.use_bone_sequence else None
+        # the partners are lifted only while their cue counts (not before bone_sequence_start)
+        partner = batch.get("keypoints_2d_partner") if self.use_bone_sequence and self._w_bone_sequence() > 0 else None
         if partner is not None:
             partner = torch.where(batch["confidence_partner"][..., None] > 0, partner, torch.zeros_like(partner))
 
@@ -636,7 +637,7 @@ class Trainer:
         if Y_partner is not None:
             # bones with a missing end in either frame are left out
             ok = (batch["confidence"] > 0) & (batch["confidence_partner"] > 0)
-            cues = cues + cfg.w_bone_sequence * L.bone_constancy_loss(
+            cues = cues + self._w_bone_sequence() * L.bone_constancy_loss(
                 Y, Y_partner, self._bone_child, self._bone_parent, valid=ok)
         if cfg.w_depth_extent > 0:
             cues = cues + cfg.w_depth_extent * L.depth_extent_loss(Y, self.root, cfg.depth_extent_margin)
@@ -650,6 +651,15 @@ class Trainer:
         if cfg.adv_balance_target and self.use_d:
             out["adv_gain"] = torch.tensor(self.adv_gain)
         return out
+
+    def _w_bone_sequence(self) -> float:
+        """This step's weight of the sequence bone-proportion cue: 0 before ``bone_sequence_start``,
+        then rising linearly to ``w_bone_sequence`` over ``bone_sequence_ramp`` steps."""
+        cfg = self.cfg
+        t = self.step - cfg.bone_sequence_start
+        if t < 0:
+            return 0.0
+        return cfg.w_bone_sequence * (min(1.0, (t + 1) / cfg.bone_sequence_ramp) if cfg.bone_sequence_ramp else 1.0)
 
     def _adv_gain(self, d_acc) -> float:
         """The adversarial weights' multiplier of this step (``adv_balance_target``): log(gain)
