@@ -139,6 +139,47 @@ def test_bone_constancy_loss_compares_bone_proportions():
     assert float(L.bone_constancy_loss(Y, longer, child, parent, valid=valid)) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_bone_log_ratio_loss_is_scale_free_and_weighs_bones_alike():
+    from fastlift.data.layouts import get_layout
+    par = get_layout("h36m17").parents
+    child = torch.tensor([i for i in range(17) if par[i] >= 0])
+    parent = torch.tensor([par[i] for i in range(17) if par[i] >= 0])
+    g = torch.Generator().manual_seed(9)
+    Y = torch.randn(4, 17, 3, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(4, 3, 3, generator=g, dtype=torch.float64))
+    moved = (Y - Y[:, :1]) @ q * 0.3 - 2.0
+    assert float(L.bone_log_ratio_loss(Y, moved, child, parent)) == pytest.approx(0.0, abs=1e-12)
+    nb = len(child)
+
+    def one_bone_longer(j, p, k):  # bone p -> j of pose 1 longer by the factor k, its subtree moved with it
+        Z = Y.clone()
+        sub = [j] + [i for i in range(17) if i != j and _has_ancestor(par, i, j)]
+        Z[1, sub] += (k - 1) * (Y[1, j] - Y[1, p])
+        return Z
+
+    # one bone of one pair 20 % longer: d = log 1.2 on it, minus the mean over the pair's bones
+    a = math.log(1.2)
+    expected = ((a - a / nb) ** 2 + (nb - 1) * (a / nb) ** 2) / nb / 4
+    for j in (3, 10, 16):                   # a shin, the head, a wrist: alike
+        v = L.bone_log_ratio_loss(Y, one_bone_longer(j, par[j], 1.2), child, parent)
+        assert float(v) == pytest.approx(expected, rel=1e-9)
+    valid = torch.ones(4, 17, dtype=torch.bool)
+    valid[1, 16] = False                    # the wrist missing: the forearm is left out
+    assert float(L.bone_log_ratio_loss(Y, one_bone_longer(16, 15, 1.2), child, parent, valid=valid)) \
+        == pytest.approx(0.0, abs=1e-12)
+    Yg = Y.clone().requires_grad_(True)
+    L.bone_log_ratio_loss(Yg, one_bone_longer(3, 2, 1.2), child, parent).backward()
+    assert torch.isfinite(Yg.grad).all() and float(Yg.grad[1].abs().sum()) > 0 and float(Yg.grad[0].abs().sum()) == 0
+
+
+def _has_ancestor(parents, i, a):
+    while parents[i] >= 0:
+        i = parents[i]
+        if i == a:
+            return True
+    return False
+
+
 def test_depth_extent_loss_penalises_only_poses_deeper_than_wide():
     g = torch.Generator().manual_seed(5)
     Y = torch.randn(17, 17, 3, generator=g)
@@ -702,7 +743,7 @@ def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp
     batch = next(tr._iterate())
     assert batch["keypoints_2d_partner"].shape == batch["keypoints_2d"].shape
     sizes, seen = [], {}
-    real_lift, real_loss = tr._lift, engine.L.bone_constancy_loss
+    real_lift, real_loss = tr._lift, engine.L.bone_log_ratio_loss
     monkeypatch.setattr(tr, "_lift", lambda x: (sizes.append(x.shape[0]), real_lift(x))[1])
 
     def spy_loss(a, b, child, parent, valid=None):
@@ -710,7 +751,7 @@ def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp
         seen.update(value=float(v.detach()), n=a.shape[0])
         return v
 
-    monkeypatch.setattr(engine.L, "bone_constancy_loss", spy_loss)
+    monkeypatch.setattr(engine.L, "bone_log_ratio_loss", spy_loss)
     out = tr.unsupervised_step(batch)
     assert sizes[0] == 2 * 64 and seen["n"] == 64
     assert float(out["loss_bone"]) == pytest.approx(5.0 * seen["value"], rel=1e-5) and seen["value"] > 0

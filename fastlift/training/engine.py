@@ -637,7 +637,7 @@ class Trainer:
         if Y_partner is not None:
             # bones with a missing end in either frame are left out
             ok = (batch["confidence"] > 0) & (batch["confidence_partner"] > 0)
-            cues = cues + self._w_bone_sequence() * L.bone_constancy_loss(
+            cues = cues + self._w_bone_sequence() * L.bone_log_ratio_loss(
                 Y, Y_partner, self._bone_child, self._bone_parent, valid=ok)
         if cfg.w_depth_extent > 0:
             cues = cues + cfg.w_depth_extent * L.depth_extent_loss(Y, self.root, cfg.depth_extent_margin)

@@ -130,6 +130,23 @@ def bone_constancy_loss(Y_t: torch.Tensor, Y_prev: torch.Tensor, child, parent,
     return ((sa - sb) ** 2).sum(1).mean()
 
 
+def bone_log_ratio_loss(Y_a: torch.Tensor, Y_b: torch.Tensor, child, parent,
+                        valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared difference of log bone lengths between two poses of one person, after removing
+    the pair's mean log ratio (their overall scale): scale-free, and a bone off by a given fraction
+    costs the same whether it is a shin or a neck. ``Y_a``, ``Y_b``: (B, J, 3); ``child``,
+    ``parent``: (nb,) joint indices of the bones; ``valid``: optional (B, J) bool, joints present
+    in both poses: bones with a missing end are left out. Mean over the valid bones of each pair,
+    then over the pairs."""
+    la = bone_lengths(Y_a, child, parent).clamp_min(1e-6).log()
+    lb = bone_lengths(Y_b, child, parent).clamp_min(1e-6).log()
+    m = torch.ones_like(la) if valid is None else (valid[:, child] & valid[:, parent]).to(la.dtype)
+    n = m.sum(1).clamp_min(1.0)
+    d = (la - lb) * m
+    d = (d - (d.sum(1, keepdim=True) / n[:, None])) * m
+    return (d.square().sum(1) / n).mean()
+
+
 def _depth_over_radius(Y: torch.Tensor, root: int) -> torch.Tensor:
     """(B, J): each joint's depth offset from the root, in units of its pose's image-plane radius
     (the largest x-y distance of a joint from the root). Scale-free."""
