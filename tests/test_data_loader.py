@@ -85,16 +85,17 @@ def partner_indices(b, poses):
     norm, _ = normalize_2d_np(poses.keypoints_2d)
     flat = norm.reshape(len(poses), -1)
     out = []
-    for row in b["keypoints_2d_partner"].numpy().reshape(len(b["index"]), -1):
+    for row in b["keypoints_2d_partner"].numpy().reshape(b["keypoints_2d_partner"].shape[0], -1):
         out.append(int(np.abs(flat - row).max(1).argmin()))
     return np.array(out)
 
 
-def test_sequence_partners(poses):
-    L = PoseLoader(poses, batch_size=40, shuffle=True, seed=2, sequence_partners=True)
+@pytest.mark.parametrize("k", [1, 3])
+def test_sequence_partners(poses, k):
+    L = PoseLoader(poses, batch_size=40, shuffle=True, seed=2, sequence_partners=k)
     gaps, n = [], 0
     for b in L:
-        idx = b["index"].numpy()
+        idx = np.tile(b["index"].numpy(), k)              # partner-major: k rows per pose
         part = partner_indices(b, poses)
         assert (poses.sequence[part] == poses.sequence[idx]).all()
         np.testing.assert_array_equal(b["confidence_partner"].numpy(), poses.confidence[part])
@@ -102,10 +103,12 @@ def test_sequence_partners(poses):
         gaps.append(np.abs(poses.frame[part] - poses.frame[idx]))
         n += len(idx)
     gaps = np.concatenate(gaps)
-    assert n == L.num_eligible
+    assert n == k * L.num_eligible
     # any distance within the sequence: uniform over 50 frames gives a mean gap of about 17
     assert 10 < gaps.mean() < 25 and gaps.max() > 40
     assert "keypoints_2d_partner" not in next(iter(PoseLoader(poses, batch_size=8)))
+    with pytest.raises(PoseDataError, match="sequence_partners must be a count"):
+        PoseLoader(poses, sequence_partners=-1)
 
 
 def test_sequence_partners_are_seeded_and_resume_exactly(poses):
@@ -128,7 +131,7 @@ def test_sequence_partners_are_seeded_and_resume_exactly(poses):
     resumed.load_state_dict(state)
     got += run(resumed)
     assert len(got) == len(a) and all(np.array_equal(x, y) for x, y in zip(got, a))
-    with pytest.raises(PoseDataError, match="sequence_partners was True"):
+    with pytest.raises(PoseDataError, match="sequence_partners was 1"):
         PoseLoader(poses, batch_size=32, seed=4).load_state_dict(state)
 
 

@@ -731,17 +731,18 @@ def test_w_3d_ramp_moves_the_weight_linearly(files, tmp_path):
         cfg_for(files, tmp_path, w_3d_ramp_start=-5)
 
 
-def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp_path, monkeypatch):
+@pytest.mark.parametrize("k", [1, 2])
+def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp_path, monkeypatch, k):
     """w_bone_sequence: each pose's partner (a random frame of its sequence) rides along in the
     lift's forward, the bone-proportion loss between them joins the lifter's loss (loss_bone), and
     data without sequences turns the cue off with a message."""
     from fastlift.training import engine
     cfg = cfg_for(files, tmp_path, steps=1, val_every=0, ckpt_every=0, w_bone_sequence=5.0, batch_size=64,
-                  use_temporal=False, seed=2)
+                  use_temporal=False, seed=2, bone_sequence_partners=k)
     tr = Trainer(cfg, log=lambda *a: None)
-    assert tr.use_bone_sequence and tr.loader.sequence_partners
+    assert tr.use_bone_sequence and tr.loader.sequence_partners == k
     batch = next(tr._iterate())
-    assert batch["keypoints_2d_partner"].shape == batch["keypoints_2d"].shape
+    assert batch["keypoints_2d_partner"].shape == (k * 64, 17, 2)
     sizes, seen = [], {}
     real_lift, real_loss = tr._lift, engine.L.bone_log_ratio_loss
     monkeypatch.setattr(tr, "_lift", lambda x: (sizes.append(x.shape[0]), real_lift(x))[1])
@@ -753,7 +754,7 @@ def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp
 
     monkeypatch.setattr(engine.L, "bone_log_ratio_loss", spy_loss)
     out = tr.unsupervised_step(batch)
-    assert sizes[0] == 2 * 64 and seen["n"] == 64
+    assert sizes[0] == (1 + k) * 64 and seen["n"] == k * 64
     assert float(out["loss_bone"]) == pytest.approx(5.0 * seen["value"], rel=1e-5) and seen["value"] > 0
     # no sequences (every pose its own): off, said once
     ps = PoseSet.load(files["train"])

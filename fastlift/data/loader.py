@@ -64,9 +64,9 @@ class PoseLoader:
             wrapping around (as DistributedSampler does), so every rank has the same length.
         temporal_offset: k >= 1 to yield frame pairs (x_t, x_{t-k}) of the same sequence (matched on
             sequence id and frame number); only poses that have such a partner are sampled.
-        sequence_partners: also yield, for each pose, a uniformly random other frame of the same
-            sequence (any distance; itself when the sequence has no other usable frame), for cues
-            that hold across a whole sequence, such as a person's bone proportions.
+        sequence_partners: K >= 1 (True: 1) to also yield, for each pose, K uniformly random frames
+            of the same sequence (any distance; itself when the sequence has no other usable
+            frame), for cues that hold across a whole sequence, such as a person's bone lengths.
         rank, world_size: this process's shard.
         normalization: ``"per_sample"`` (each pose scaled so head-root = 1/c) or ``"fixed"`` (one
             constant scale, ``fixed_scale``, default 1 / (c * mean head-root distance of this set);
@@ -93,8 +93,9 @@ class PoseLoader:
         3D (and ``with_3d``); with ``temporal_offset``: ``keypoints_2d_prev`` (B, J, 2) (each frame
         normalised on its own, like the fake pairs built from single-frame lifts),
         ``confidence_prev`` (B, J) and
-        ``scale_prev`` (B,); with ``sequence_partners``: ``keypoints_2d_partner`` (B, J, 2) and
-        ``confidence_partner`` (B, J). Within a batch the poses come in increasing index order (faster reads
+        ``scale_prev`` (B,); with ``sequence_partners`` K: ``keypoints_2d_partner`` (K B, J, 2) and
+        ``confidence_partner`` (K B, J), partner-major (rows k B .. (k+1) B - 1 are the k-th partners
+        of the batch's poses, in the batch's order). Within a batch the poses come in increasing index order (faster reads
         from memory-mapped files); across batches the order is the seeded permutation.
 
     Iterating runs the rest of the current epoch and then moves the position to (epoch + 1, 0), so
@@ -108,7 +109,7 @@ class PoseLoader:
                  eps: float = DEFAULT_EPS, fixed_scale: float | None = None, require_root_head: bool = True,
                  root: int | None = None, head: int | None = None, with_3d: bool = True,
                  in_memory: bool | None = None, in_memory_limit_bytes: int | None = None,
-                 sequence_partners: bool = False):
+                 sequence_partners: int | bool = 0):
         if not isinstance(poseset, PoseSet):
             raise PoseDataError(f"PoseLoader: poseset must be a PoseSet, got {type(poseset).__name__}")
         if root is None or head is None:
@@ -138,7 +139,9 @@ class PoseLoader:
         self.root, self.head = int(root), int(head)
         self.require_root_head = bool(require_root_head)
         self.with_3d = bool(with_3d)
-        self.sequence_partners = bool(sequence_partners)
+        if int(sequence_partners) != sequence_partners or sequence_partners < 0:
+            raise PoseDataError(f"PoseLoader: sequence_partners must be a count >= 0, got {sequence_partners!r}")
+        self.sequence_partners = int(sequence_partners)
 
         self.copied_to_memory = self._maybe_copy(in_memory, in_memory_limit_bytes)
         N = len(poseset)
@@ -197,12 +200,12 @@ class PoseLoader:
             start[hit], count[hit] = first[pos[hit]], counts[pos[hit]]
         return order, start, count
 
-    def partners(self, idx: np.ndarray, epoch: int, batch: int) -> np.ndarray:
-        """(len(idx),) int64: for each pose of ``idx`` a uniformly random usable pose of the same
-        sequence (possibly itself), drawn from a stream fixed by (seed, epoch, batch, rank) so that a
-        resumed run draws the same partners."""
+    def partners(self, idx: np.ndarray, epoch: int, batch: int, k: int = 1) -> np.ndarray:
+        """(k * len(idx),) int64, partner-major: for each pose of ``idx``, k uniformly random usable
+        poses of the same sequence (possibly itself), drawn from a stream fixed by (seed, epoch,
+        batch, rank) so that a resumed run draws the same partners."""
         order, start, count = self._partner_groups
-        idx = np.asarray(idx, dtype=np.int64)
+        idx = np.tile(np.asarray(idx, dtype=np.int64), int(k))
         rng = np.random.default_rng([self.seed, int(epoch), int(batch), self.rank, 0x5E9])
         n = count[idx]
         if not len(order):
@@ -320,8 +323,9 @@ class PoseLoader:
         return normalize_2d_torch(x, root=self.root, head=self.head, c=self.c, eps=self.eps, scale=scale)
 
     def make_batch(self, idx: np.ndarray, partners: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-        """The batch for PoseSet indices ``idx`` (any order; used as given); with ``partners`` (one
-        PoseSet index per pose) also ``keypoints_2d_partner`` and ``confidence_partner``."""
+        """The batch for PoseSet indices ``idx`` (any order; used as given); with ``partners`` (K
+        PoseSet indices per pose, partner-major) also ``keypoints_2d_partner`` and
+        ``confidence_partner``."""
         p = self.poses
         dev = self.device
         idx = np.asarray(idx, dtype=np.int64)
@@ -359,6 +363,6 @@ class PoseLoader:
             b = self._batch
             idx = np.sort(order[b * B:(b + 1) * B])
             self._batch = b + 1
-            part = self.partners(idx, epoch, b) if self.sequence_partners else None
+            part = self.partners(idx, epoch, b, self.sequence_partners) if self.sequence_partners else None
             yield self.make_batch(idx, part)
         self._epoch, self._batch = epoch + 1, 0

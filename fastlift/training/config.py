@@ -109,6 +109,7 @@ class TrainConfig:
     depth_extent_margin: float = _f(1.0, "depth offset, in units of the pose's image-plane radius, beyond which the depth-extent cue applies")
     w_bone_temporal: float = _f(0.0, "weight of the bone-length constancy cue between frames t and t-k")
     w_bone_sequence: float = _f(0.0, "weight of the bone-length constancy cue (log length ratios, scale removed) between each pose and a random other frame of its sequence (any distance): one person's bones keep their lengths however the limbs turn, so a limb foreshortened in one frame is measured in another (needs sequences; 0: off)")
+    bone_sequence_partners: int = _f(1, "frames of the same sequence each pose is compared with by the w_bone_sequence cue (each costs a lift of the batch)")
     bone_sequence_start: int = _f(0, "step at which the w_bone_sequence cue switches on (it then rises linearly to its weight over bone_sequence_ramp steps)")
     bone_sequence_ramp: int = _f(0, "steps over which the w_bone_sequence cue rises from 0 to its weight, from bone_sequence_start")
     cycle_views: int = _f(1, "random rotations per pose in the cycle losses L_2D and L_3D (the discriminators see the first): more consistency constraints per step for the cost of re-lifts only. 4 locked in the wrong depth sign from the start on the synthetic data (docs/training.md), so the default is 1")
@@ -202,7 +203,7 @@ class TrainConfig:
                 raise ConfigError(f"config: {f.name} = {v!r} is not one of {', '.join(ch)}{hint}")
         pos = ["steps", "batch_size", "width", "d_width", "t_width", "log_every", "d_steps", "cycle_views", "temporal_offset", "min_poses",
                "adapter_steps", "flow_steps", "flow_width", "flow_batch_size", "d_r1_every", "guard_window",
-               "sign_check_every", "sign_check_patience"]
+               "sign_check_every", "sign_check_patience", "bone_sequence_partners"]
         for name in pos:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")

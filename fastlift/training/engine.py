@@ -306,7 +306,7 @@ class Trainer:
         k = cfg.temporal_offset if (self.temporal or self.use_bone_temporal) else None
         return PoseLoader(self.data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                           temporal_offset=k, rank=self.rank, world_size=self.world_size,
-                          sequence_partners=self.use_bone_sequence,
+                          sequence_partners=cfg.bone_sequence_partners if self.use_bone_sequence else 0,
                           normalization="fixed" if cfg.normalization == "dataset" else "per_sample",
                           device=self.device, c=cfg.c, root=self.root, head=self.head)
 
@@ -533,7 +533,8 @@ class Trainer:
             f = v[:, self._flip_perm]
             if mirror is not None:
                 f = f * mirror
-            out[key] = torch.where(flip.view(-1, *([1] * (v.dim() - 1))), f, v)
+            fl = flip.repeat(v.shape[0] // flip.shape[0])  # K partners per pose, partner-major
+            out[key] = torch.where(fl.view(-1, *([1] * (v.dim() - 1))), f, v)
         return out
 
     def unsupervised_step(self, batch: dict) -> dict:
@@ -560,7 +561,7 @@ class Trainer:
             Y_all = self._lift(torch.cat([x, *extra], 0)) if extra else self._lift(x)
             Y = Y_all[:B]
             Y_prev = Y_all[B:2 * B] if prev is not None else None
-            Y_partner = Y_all[-B:] if partner is not None else None
+            Y_partner = Y_all[B + (B if prev is not None else 0):] if partner is not None else None
             # 2. rotate, project, re-normalise; with cycle_views K each pose gets K random views,
             #    stacked view-major, and the discriminators see the first B (view 0)
             need_cycle = ((cfg.use_l2d and cfg.w_2d > 0) or (cfg.use_l3d and (cfg.w_3d > 0 or cfg.w_3d_final > 0))) and not warm
@@ -636,9 +637,10 @@ class Trainer:
             cues = cues + cfg.w_bone_temporal * L.bone_constancy_loss(Y, Y_prev, self._bone_child, self._bone_parent)
         if Y_partner is not None:
             # bones with a missing end in either frame are left out
-            ok = (batch["confidence"] > 0) & (batch["confidence_partner"] > 0)
+            K = Y_partner.shape[0] // B
+            ok = (batch["confidence"] > 0).repeat(K, 1) & (batch["confidence_partner"] > 0)
             cues = cues + self._w_bone_sequence() * L.bone_log_ratio_loss(
-                Y, Y_partner, self._bone_child, self._bone_parent, valid=ok)
+                Y.repeat(K, 1, 1), Y_partner, self._bone_child, self._bone_parent, valid=ok)
         if cfg.w_depth_extent > 0:
             cues = cues + cfg.w_depth_extent * L.depth_extent_loss(Y, self.root, cfg.depth_extent_margin)
         if cfg.w_bone_sym > 0 or self.use_bone_temporal or cfg.w_depth_extent > 0 or Y_partner is not None:
