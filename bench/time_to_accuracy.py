@@ -37,11 +37,12 @@ CONDITIONS: dict[str, list[str]] = {
     "no-l3d": ["--use-l3d", "false"],
     "no-temporal": ["--use-temporal", "false"],
     "no-guard": ["--collapse-guard", "false"],          # without the rollback of a collapse
+    "no-bone-sequence": ["--w-bone-sequence", "0"],     # without the bone-length cue across a sequence
     "paper": ["--preset", "paper"],
     "paper-literal": ["--preset", "paper-literal"],
 }
 COLORS = {"default": "C0", "supervised": "k", "supervised-same-steps": "0.35", "no-discriminator": "C3", "no-l2d": "C1", "no-l3d": "C4",
-          "no-temporal": "C2", "no-guard": "C9", "paper": "C5", "paper-literal": "C7"}
+          "no-temporal": "C2", "no-guard": "C9", "no-bone-sequence": "C8", "paper": "C5", "paper-literal": "C7"}
 
 
 def run_dir(out: str, cond: str, seed: int) -> str:

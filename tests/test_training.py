@@ -738,7 +738,7 @@ def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp
     data without sequences turns the cue off with a message."""
     from fastlift.training import engine
     cfg = cfg_for(files, tmp_path, steps=1, val_every=0, ckpt_every=0, w_bone_sequence=5.0, batch_size=64,
-                  use_temporal=False, seed=2, bone_sequence_partners=k)
+                  use_temporal=False, seed=2, bone_sequence_partners=k, bone_sequence_start=0, bone_sequence_ramp=0)
     tr = Trainer(cfg, log=lambda *a: None)
     assert tr.use_bone_sequence and tr.loader.sequence_partners == k
     batch = next(tr._iterate())
@@ -803,7 +803,7 @@ def test_resume_is_exact(files, tmp_path, mode):
     # adv_balance_target on: the adversarial gain is state that a resume must restore
     # w_bone_sequence on: the partner frames must be drawn again as they were
     kw = dict(steps=2 * K, val_every=0, ckpt_every=0, mode=mode, dropout=0.2, batch_size=256, adv_balance_target=0.6,
-              w_bone_sequence=1.0)
+              w_bone_sequence=1.0, bone_sequence_start=2, bone_sequence_ramp=3)
     full = Trainer(cfg_for(files, tmp_path / "a", **kw), log=lambda *a: None)
     full.fit()
     first = Trainer(cfg_for(files, tmp_path / "b", **kw), log=lambda *a: None)
