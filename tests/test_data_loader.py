@@ -135,6 +135,25 @@ def test_sequence_partners_are_seeded_and_resume_exactly(poses):
         PoseLoader(poses, batch_size=32, seed=4).load_state_dict(state)
 
 
+def test_subject_partners_come_from_other_sequences_of_the_same_person(poses):
+    _, seq_no = np.unique(poses.sequence, return_inverse=True)
+    people = np.array([f"p{k // 3}" for k in seq_no])                 # three sequences per person
+    shared = PoseSet(keypoints_2d=poses.keypoints_2d, confidence=poses.confidence, sequence=poses.sequence,
+                     frame=poses.frame, subject=people)
+    L = PoseLoader(shared, batch_size=64, seed=1, sequence_partners=2, partner_key="subject")
+    b = next(iter(L))
+    idx = np.tile(b["index"].numpy(), 2)
+    part = partner_indices(b, shared)
+    assert (people[part] == people[idx]).all()
+    assert (shared.sequence[part] != shared.sequence[idx]).mean() > 0.5   # mostly the other sequences
+    with pytest.raises(PoseDataError, match="partner_key must be"):
+        PoseLoader(poses, sequence_partners=1, partner_key="camera")
+    nameless = PoseSet(keypoints_2d=poses.keypoints_2d, confidence=poses.confidence, sequence=poses.sequence,
+                       frame=poses.frame)
+    with pytest.raises(PoseDataError, match="has no subject names"):
+        PoseLoader(nameless, sequence_partners=1, partner_key="subject")
+
+
 def test_sequence_partner_of_a_lone_frame_is_itself():
     p = generate(60, seed=1)
     seq = p.sequence.copy()

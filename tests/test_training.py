@@ -765,7 +765,21 @@ def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp
     tr2 = Trainer(cfg_for(files, tmp_path / "lone", data=path, steps=1, val_every=0, ckpt_every=0,
                           w_bone_sequence=5.0), log=msgs.append)
     assert not tr2.use_bone_sequence and not tr2.loader.sequence_partners
-    assert any("bone-proportion cue across sequences: off" in m for m in msgs)
+    assert any("bone-length cue across sequences: off" in m for m in msgs)
+
+
+def test_bone_sequence_group_subject_and_its_fallback(files, tmp_path):
+    kw = dict(steps=1, val_every=0, ckpt_every=0, bone_sequence_group="subject")
+    tr = Trainer(cfg_for(files, tmp_path, **kw), log=lambda *a: None)
+    assert tr.use_bone_sequence and tr.loader.partner_key == "subject"
+    ps = PoseSet.load(files["train"])
+    nameless = PoseSet(keypoints_2d=ps.keypoints_2d, confidence=ps.confidence, keypoints_3d=ps.keypoints_3d,
+                       sequence=ps.sequence, frame=ps.frame)
+    msgs = []
+    tr2 = Trainer(cfg_for(files, tmp_path / "n", data=nameless.save(str(tmp_path / "nameless.npz")), **kw),
+                  log=msgs.append)
+    assert tr2.use_bone_sequence and tr2.loader.partner_key == "sequence"
+    assert any("no subject names; partners come from each pose's sequence" in m for m in msgs)
 
 
 def test_bone_sequence_cue_waits_for_its_start_then_ramps(files, tmp_path):

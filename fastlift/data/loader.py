@@ -24,7 +24,7 @@ from fastlift.data.poseset import PoseSet
 __all__ = ["PoseLoader"]
 
 _STATE_KEYS = ("seed", "shuffle", "drop_last", "batch_size", "rank", "world_size", "temporal_offset",
-               "num_eligible", "sequence_partners")
+               "num_eligible", "sequence_partners", "partner_key")
 
 
 def _read_into_memory(a: np.ndarray) -> np.ndarray:
@@ -67,6 +67,9 @@ class PoseLoader:
         sequence_partners: K >= 1 (True: 1) to also yield, for each pose, K uniformly random frames
             of the same sequence (any distance; itself when the sequence has no other usable
             frame), for cues that hold across a whole sequence, such as a person's bone lengths.
+        partner_key: ``"sequence"`` (partners from the pose's sequence) or ``"subject"`` (from any
+            sequence of the same subject: the same person seen by other cameras, doing other things;
+            the set must have subject names).
         rank, world_size: this process's shard.
         normalization: ``"per_sample"`` (each pose scaled so head-root = 1/c) or ``"fixed"`` (one
             constant scale, ``fixed_scale``, default 1 / (c * mean head-root distance of this set);
@@ -109,7 +112,7 @@ class PoseLoader:
                  eps: float = DEFAULT_EPS, fixed_scale: float | None = None, require_root_head: bool = True,
                  root: int | None = None, head: int | None = None, with_3d: bool = True,
                  in_memory: bool | None = None, in_memory_limit_bytes: int | None = None,
-                 sequence_partners: int | bool = 0):
+                 sequence_partners: int | bool = 0, partner_key: str = "sequence"):
         if not isinstance(poseset, PoseSet):
             raise PoseDataError(f"PoseLoader: poseset must be a PoseSet, got {type(poseset).__name__}")
         if root is None or head is None:
@@ -142,6 +145,11 @@ class PoseLoader:
         if int(sequence_partners) != sequence_partners or sequence_partners < 0:
             raise PoseDataError(f"PoseLoader: sequence_partners must be a count >= 0, got {sequence_partners!r}")
         self.sequence_partners = int(sequence_partners)
+        if partner_key not in ("sequence", "subject"):
+            raise PoseDataError(f"PoseLoader: partner_key must be 'sequence' or 'subject', got {partner_key!r}")
+        if self.sequence_partners and partner_key == "subject" and poseset.subject is None:
+            raise PoseDataError(f"PoseLoader: partner_key='subject' but {poseset.source or 'the pose set'} has no subject names")
+        self.partner_key = partner_key
 
         self.copied_to_memory = self._maybe_copy(in_memory, in_memory_limit_bytes)
         N = len(poseset)
@@ -185,10 +193,10 @@ class PoseLoader:
         self._cache: tuple[int, np.ndarray] | None = None
 
     def _sequence_groups(self, usable: np.ndarray | None):
-        """(order, start, count): the usable poses sorted by sequence, and for each pose of the set
-        where its sequence's usable poses begin in ``order`` and how many there are (0 for a pose
-        whose sequence has none: it is its own partner)."""
-        seq = np.asarray(self.poses.sequence)
+        """(order, start, count): the usable poses sorted by sequence (or subject, ``partner_key``),
+        and for each pose of the set where its group's usable poses begin in ``order`` and how many
+        there are (0 for a pose whose group has none: it is its own partner)."""
+        seq = np.asarray(self.poses.sequence if self.partner_key == "sequence" else self.poses.subject)
         N = len(seq)
         cand = np.arange(N) if usable is None else np.flatnonzero(usable)
         order = cand[np.argsort(seq[cand], kind="stable")].astype(np.int64)

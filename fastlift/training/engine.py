@@ -153,10 +153,16 @@ class Trainer:
             self.log("temporal discriminator: off (the training data has no consecutive frames at offset "
                      f"{cfg.temporal_offset})")
         self.use_bone_temporal = cfg.mode == "unsupervised" and cfg.w_bone_temporal > 0 and self._has_sequences(self.data.train)
+        train = self.data.train
+        by_subject = cfg.bone_sequence_group == "subject" and train.subject is not None
         self.use_bone_sequence = (cfg.mode == "unsupervised" and cfg.w_bone_sequence > 0
-                                  and self._has_sequence_ids(self.data.train))
+                                  and self._has_groups(train.subject if by_subject else train.sequence))
         if cfg.mode == "unsupervised" and cfg.w_bone_sequence > 0 and not self.use_bone_sequence:
-            self.log("bone-proportion cue across sequences: off (the training data has no sequences of 2 or more frames)")
+            self.log("bone-length cue across sequences: off (the training data has no sequences of 2 or more frames)")
+        self.partner_key = cfg.bone_sequence_group
+        if self.use_bone_sequence and self.partner_key == "subject" and self.data.train.subject is None:
+            self.log("bone-length cue: the training data has no subject names; partners come from each pose's sequence")
+            self.partner_key = "sequence"
         self.loader = self._make_loader()
 
         # ---- networks
@@ -295,9 +301,9 @@ class Trainer:
         return bool((ps.previous_index(self.cfg.temporal_offset) >= 0).mean() > 0.5)
 
     @staticmethod
-    def _has_sequence_ids(ps) -> bool:
-        """Whether most poses share their sequence with another pose."""
-        _, inv, counts = np.unique(np.asarray(ps.sequence), return_inverse=True, return_counts=True)
+    def _has_groups(keys) -> bool:
+        """Whether most poses share their key (sequence id, subject name) with another pose."""
+        _, inv, counts = np.unique(np.asarray(keys), return_inverse=True, return_counts=True)
         return bool((counts[inv] >= 2).mean() > 0.5)
 
     def _make_loader(self):
@@ -307,6 +313,7 @@ class Trainer:
         return PoseLoader(self.data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                           temporal_offset=k, rank=self.rank, world_size=self.world_size,
                           sequence_partners=cfg.bone_sequence_partners if self.use_bone_sequence else 0,
+                          partner_key=self.partner_key,
                           normalization="fixed" if cfg.normalization == "dataset" else "per_sample",
                           device=self.device, c=cfg.c, root=self.root, head=self.head)
 
