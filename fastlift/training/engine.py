@@ -158,9 +158,10 @@ class Trainer:
         self.use_bone_sequence = (cfg.mode == "unsupervised" and cfg.w_bone_sequence > 0
                                   and self._has_groups(train.subject if by_subject else train.sequence))
         if cfg.mode == "unsupervised" and cfg.w_bone_sequence > 0 and not self.use_bone_sequence:
-            self.log("bone-length cue across sequences: off (the training data has no sequences of 2 or more frames)")
+            self.log("bone-length cue across sequences: off (the training data has no sequences, or subjects, of 2 or "
+                     "more poses)")
         self.partner_key = cfg.bone_sequence_group
-        if self.use_bone_sequence and self.partner_key == "subject" and self.data.train.subject is None:
+        if self.use_bone_sequence and self.partner_key == "subject" and train.subject is None:
             self.log("bone-length cue: the training data has no subject names; partners come from each pose's sequence")
             self.partner_key = "sequence"
         self.loader = self._make_loader()
@@ -641,7 +642,9 @@ class Trainer:
         if cfg.w_bone_sym > 0 and self._sym is not None:
             cues = cues + cfg.w_bone_sym * L.bone_symmetry_loss(Y, *self._sym)
         if self.use_bone_temporal and Y_prev is not None:
-            cues = cues + cfg.w_bone_temporal * L.bone_constancy_loss(Y, Y_prev, self._bone_child, self._bone_parent)
+            ok = (batch["confidence"] > 0) & (batch["confidence_prev"] > 0) if "confidence_prev" in batch else None
+            cues = cues + cfg.w_bone_temporal * L.bone_constancy_loss(Y, Y_prev, self._bone_child, self._bone_parent,
+                                                                      valid=ok)
         if Y_partner is not None:
             # bones with a missing end in either frame are left out
             K = Y_partner.shape[0] // B
@@ -662,7 +665,7 @@ class Trainer:
         return out
 
     def _w_bone_sequence(self) -> float:
-        """This step's weight of the sequence bone-proportion cue: 0 before ``bone_sequence_start``,
+        """This step's weight of the sequence bone-length cue: 0 before ``bone_sequence_start``,
         then rising linearly to ``w_bone_sequence`` over ``bone_sequence_ramp`` steps."""
         cfg = self.cfg
         t = self.step - cfg.bone_sequence_start
