@@ -116,15 +116,21 @@ def test_depth_stretch_is_the_median_ratio_of_depth_to_image_radius():
     assert float(L.depth_stretch(flat, 0)) == 0.0
 
 
-def test_bone_constancy_loss_compares_bone_proportions():
+def _bones_and_moved_poses(n, seed, scale, shift):
+    """h36m17 (parents, child, parent indices), n random poses and the same poses turned by random
+    rotations about their roots, scaled and shifted: the same bones."""
     from fastlift.data.layouts import get_layout
     par = get_layout("h36m17").parents
     child = torch.tensor([i for i in range(17) if par[i] >= 0])
     parent = torch.tensor([par[i] for i in range(17) if par[i] >= 0])
-    g = torch.Generator().manual_seed(8)
-    Y = torch.randn(5, 17, 3, generator=g, dtype=torch.float64)
-    q, _ = torch.linalg.qr(torch.randn(5, 3, 3, generator=g, dtype=torch.float64))
-    moved = (Y - Y[:, :1]) @ q * 3.7 + 1.0     # the same bones turned, scaled and shifted
+    g = torch.Generator().manual_seed(seed)
+    Y = torch.randn(n, 17, 3, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(n, 3, 3, generator=g, dtype=torch.float64))
+    return par, child, parent, Y, (Y - Y[:, :1]) @ q * scale + shift
+
+
+def test_bone_constancy_loss_compares_bone_proportions():
+    _, child, parent, Y, moved = _bones_and_moved_poses(5, 8, 3.7, 1.0)
     assert float(L.bone_constancy_loss(Y, moved, child, parent)) == pytest.approx(0.0, abs=1e-12)
     longer = Y.clone()
     longer[2, 3] = Y[2, 2] + 2.0 * (Y[2, 3] - Y[2, 2])   # one pose's right shin twice as long
@@ -140,14 +146,7 @@ def test_bone_constancy_loss_compares_bone_proportions():
 
 
 def test_bone_log_ratio_loss_is_scale_free_and_weighs_bones_alike():
-    from fastlift.data.layouts import get_layout
-    par = get_layout("h36m17").parents
-    child = torch.tensor([i for i in range(17) if par[i] >= 0])
-    parent = torch.tensor([par[i] for i in range(17) if par[i] >= 0])
-    g = torch.Generator().manual_seed(9)
-    Y = torch.randn(4, 17, 3, generator=g, dtype=torch.float64)
-    q, _ = torch.linalg.qr(torch.randn(4, 3, 3, generator=g, dtype=torch.float64))
-    moved = (Y - Y[:, :1]) @ q * 0.3 - 2.0
+    par, child, parent, Y, moved = _bones_and_moved_poses(4, 9, 0.3, -2.0)
     assert float(L.bone_log_ratio_loss(Y, moved, child, parent)) == pytest.approx(0.0, abs=1e-12)
     nb = len(child)
 
