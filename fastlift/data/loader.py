@@ -166,8 +166,7 @@ class PoseLoader:
             if self._prev is not None:
                 ok &= rh[np.maximum(self._prev, 0)]
         self._eligible = None if ok is None or ok.all() else np.flatnonzero(ok)
-        self._partner_groups = self._sequence_groups(rh if self.require_root_head else None) \
-            if self.sequence_partners else None
+        self._partner_groups = self._sequence_groups(rh) if self.sequence_partners else None
         self.num_eligible = N if self._eligible is None else len(self._eligible)
         if self.num_eligible == 0:
             what = f"with a frame {self.temporal_offset} earlier in the same sequence" if self.temporal_offset else \

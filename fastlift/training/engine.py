@@ -160,10 +160,9 @@ class Trainer:
         if cfg.mode == "unsupervised" and cfg.w_bone_sequence > 0 and not self.use_bone_sequence:
             self.log("bone-length cue across sequences: off (the training data has no sequences, or subjects, of 2 or "
                      "more poses)")
-        self.partner_key = cfg.bone_sequence_group
-        if self.use_bone_sequence and self.partner_key == "subject" and train.subject is None:
+        self.partner_key = "subject" if by_subject else "sequence"
+        if self.use_bone_sequence and cfg.bone_sequence_group == "subject" and not by_subject:
             self.log("bone-length cue: the training data has no subject names; partners come from each pose's sequence")
-            self.partner_key = "sequence"
         self.loader = self._make_loader()
 
         # ---- networks
