@@ -9,6 +9,15 @@ For each checkpoint (a run folder or a ``.pt``), on every ``stride``-th test pos
   hyperextend, so the ground truth gives ~0;
 - ``depth_rmse``: per joint, the RMS error of the depth offset from the root in units of the
   pose's mean image-plane radius (scale-free, the depth that the lifter predicts).
+- ``seq_prop_var``: the variance within a sequence of the lift's bone proportions (each bone's
+  length over the sum of the pose's bone lengths), averaged over sequences (ground truth: 0);
+- ``seq_prop_corr``: the correlation over poses of that deviation from the sequence's mean with
+  the pose's P-MPJPE;
+- ``bone_oracle``: the P-MPJPE the lift would have with each bone's true length (its 2D and the
+  depth sign of each bone kept): how much of the error is in the bones' lengths;
+- ``wrong_depth_sign``: the fraction of clearly depth-oriented bones (depth over length above 0.3
+  in the ground truth) that point the wrong way in depth, overall and for the worst bones;
+- ``asymmetry``: ``bone_symmetry_loss`` of the lifts (left/right bone-length difference).
 Then the P-MPJPE of the mean of the unsupervised checkpoints' lifts (a prediction average: what
 part of the error differs between independently trained lifters, and what part they share) and of
 every pair of them.
@@ -26,6 +35,7 @@ from fastlift.data.layouts import get_layout
 from fastlift.data.synthetic import default_splits
 from fastlift.evaluation.inference import Lifter
 from fastlift.evaluation.metrics import p_mpjpe
+from fastlift.training import losses as L
 from fastlift.training.inputs import normalized_2d
 
 LEGS = (("r_hip", "r_knee", "r_ankle"), ("l_hip", "l_knee", "l_ankle"))
@@ -48,6 +58,51 @@ def depth_offsets(Y: torch.Tensor) -> torch.Tensor:
     return r[..., 2] / r[..., :2].norm(dim=-1).mean(1, keepdim=True).clamp_min(1e-9)
 
 
+def bones(parents) -> tuple[list[int], list[int]]:
+    child = [j for j, p in enumerate(parents) if p >= 0]
+    return child, [parents[j] for j in child]
+
+
+def seq_prop_deviation(Y: torch.Tensor, seq: np.ndarray, parents) -> np.ndarray:
+    """(N,) squared distance of each pose's bone proportions from its sequence's mean proportions."""
+    child, parent = bones(parents)
+    b = (Y[:, child] - Y[:, parent]).norm(dim=-1).double()
+    prop = (b / b.sum(1, keepdim=True)).numpy()
+    keys, inv = np.unique(seq, return_inverse=True)
+    mean = np.stack([prop[inv == k].mean(0) for k in range(len(keys))])
+    return ((prop - mean[inv]) ** 2).sum(1)
+
+
+def seq_prop_var(Y: torch.Tensor, seq: np.ndarray, parents) -> float:
+    """Variance within a sequence of the bone proportions of ``Y``, averaged over sequences."""
+    dev = seq_prop_deviation(Y, seq, parents)
+    return float(np.mean([dev[seq == s].mean() for s in np.unique(seq)]))
+
+
+def bone_oracle(Y: torch.Tensor, gt: torch.Tensor, parents) -> float:
+    """P-MPJPE of ``Y`` rebuilt from the root out with each bone's true length (scaled to the
+    lift's image-plane size), its x-y offset and the sign of its depth offset kept."""
+    r, g = (Y - Y[:, :1]).double(), (gt - gt[:, :1]).double()
+    s = r[..., :2].norm(dim=-1).sum(1) / g[..., :2].norm(dim=-1).sum(1)
+    out = torch.zeros_like(r)
+    for j, p in zip(*bones(parents)):  # parents come before their children in the layout
+        b = r[:, j] - r[:, p]
+        length = (g[:, j] - g[:, p]).norm(dim=-1) * s
+        dz = torch.sign(b[:, 2]) * (length ** 2 - b[:, 0] ** 2 - b[:, 1] ** 2).clamp_min(0).sqrt()
+        out[:, j] = out[:, p] + torch.stack([b[:, 0], b[:, 1], dz], -1)
+    return float(p_mpjpe(out, gt.double()))
+
+
+def wrong_depth_sign(Y: torch.Tensor, gt: torch.Tensor, parents, names) -> tuple[float, dict[str, float]]:
+    """Fraction of clearly depth-oriented bones pointing the wrong way in depth, overall and per bone."""
+    child, parent = bones(parents)
+    g, b = gt[:, child] - gt[:, parent], Y[:, child] - Y[:, parent]
+    clear = g[..., 2].abs() / g.norm(dim=-1) > 0.3
+    wrong = (torch.sign(b[..., 2]) != torch.sign(g[..., 2])) & clear
+    per = wrong.sum(0).double() / clear.sum(0).clamp_min(1).double()
+    return float(wrong.sum() / clear.sum()), {names[j]: round(float(v), 3) for j, v in zip(child, per)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoints", nargs="+", help="unsupervised run folders or .pt files")
@@ -57,10 +112,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     test = default_splits(0)["test"]
-    names = list(get_layout("h36m17").joint_names)
+    layout = get_layout("h36m17")
+    names, parents = list(layout.joint_names), list(layout.parents)
+    child, parent = bones(parents)
+    pairs = [(lj, parents[lj], rj, parents[rj]) for lj, rj in zip(layout.left, layout.right) if parents[lj] >= 0]
+    sym = [torch.tensor([q[i] for q in pairs]) for i in range(4)]
     idx = np.arange(0, len(test), args.stride)
     x, conf, _ = normalized_2d(test, 0, 10, 10.0, idx)
     gt = torch.as_tensor(np.asarray(test.keypoints_3d)[idx]).float()
+    seq = np.asarray(test.sequence)[idx]
     gt_depth = depth_offsets(gt)
     out = {"poses": int(len(idx)), "ground_truth": {"knee_bent_forward": knee_bent_forward(gt, names)}, "lifters": {}}
     lifts = {}
@@ -71,16 +131,28 @@ def main(argv=None) -> int:
         rmse = ((depth_offsets(Y) - gt_depth) ** 2).mean(0).sqrt()
         out["lifters"][path] = {"p_mpjpe": float(p_mpjpe(Y, gt)), "knee_bent_forward": knee_bent_forward(Y, names),
                                 "depth_rmse": {n: round(float(v), 4) for n, v in zip(names[1:], rmse[1:])},
-                                "depth_rmse_mean": float(rmse[1:].mean()), "supervised": path == args.supervised}
+                                "depth_rmse_mean": float(rmse[1:].mean()), "supervised": path == args.supervised,
+                                "seq_prop_var": seq_prop_var(Y, seq, parents),
+                                "seq_prop_corr": float(np.corrcoef(seq_prop_deviation(Y, seq, parents),
+                                                                   p_mpjpe(Y, gt, reduction="none").double().numpy())[0, 1]),
+                                "bone_oracle": bone_oracle(Y, gt, parents),
+                                "asymmetry": float(L.bone_symmetry_loss(Y.double(), *sym))}
+        wrong, per_bone = wrong_depth_sign(Y, gt, parents, names)
+        out["lifters"][path].update(wrong_depth_sign=wrong, wrong_depth_sign_per_bone=per_bone)
     if len(lifts) > 1:
         keys = list(lifts)
         out["mean_of_all"] = float(p_mpjpe(torch.stack([lifts[k] for k in keys]).mean(0), gt))
         out["mean_of_pairs"] = [float(p_mpjpe((lifts[a] + lifts[b]) / 2, gt)) for a, b in itertools.combinations(keys, 2)]
     print(f"{len(idx)} test poses; ground truth: knee bent forward in {out['ground_truth']['knee_bent_forward']:.2%} of legs")
-    print(f"{'checkpoint':40s} {'P-MPJPE':>8s} {'knee fwd':>9s} {'depth rmse':>10s}")
+    print(f"ground truth: bone proportions' variance within a sequence {seq_prop_var(gt, seq, parents):.1e}")
+    print(f"{'checkpoint':40s} {'P-MPJPE':>8s} {'knee fwd':>9s} {'depth rmse':>10s} {'seq var':>8s} {'corr':>5s} "
+          f"{'oracle':>7s} {'sign wrong':>10s} {'asym':>8s}  worst bones")
     for path, r in out["lifters"].items():
         tag = " (supervised)" if r["supervised"] else ""
-        print(f"{(path + tag)[-40:]:40s} {r['p_mpjpe']:8.1f} {r['knee_bent_forward']:9.2%} {r['depth_rmse_mean']:10.3f}")
+        worst = sorted(r["wrong_depth_sign_per_bone"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"{(path + tag)[-40:]:40s} {r['p_mpjpe']:8.1f} {r['knee_bent_forward']:9.2%} {r['depth_rmse_mean']:10.3f} "
+              f"{r['seq_prop_var']:8.1e} {r['seq_prop_corr']:5.2f} {r['bone_oracle']:7.1f} {r['wrong_depth_sign']:10.3f} {r['asymmetry']:8.1e}  "
+              + ", ".join(f"{n} {v:.2f}" for n, v in worst))
     if "mean_of_all" in out:
         pairs = out["mean_of_pairs"]
         print(f"mean of the {len(lifts)} unsupervised lifts: P-MPJPE {out['mean_of_all']:.1f}; "
