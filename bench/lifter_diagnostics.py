@@ -17,7 +17,12 @@ For each checkpoint (a run folder or a ``.pt``), on every ``stride``-th test pos
   depth sign of each bone kept): how much of the error is in the bones' lengths;
 - ``wrong_depth_sign``: the fraction of clearly depth-oriented bones (depth over length above 0.3
   in the ground truth) that point the wrong way in depth, overall and for the worst bones;
-- ``asymmetry``: ``bone_symmetry_loss`` of the lifts (left/right bone-length difference).
+- ``asymmetry``: ``bone_symmetry_loss`` of the lifts (left/right bone-length difference);
+- ``sign_oracle``: the P-MPJPE the lift would have with each bone's depth sign taken from the
+  ground truth (its lengths and 2D kept): how much of the error is in the limbs' depth directions;
+- ``sign_persistence``: of the clearly depth-oriented bones that point the wrong way, the fraction
+  that still do about 5 frames later in the same sequence (where the bone is still clear): near 1
+  when a lifter's sign errors are stable choices, near the overall rate when they are flickers.
 Then the P-MPJPE of the mean of the unsupervised checkpoints' lifts (a prediction average: what
 part of the error differs between independently trained lifters, and what part they share) and of
 every pair of them.
@@ -93,6 +98,30 @@ def bone_oracle(Y: torch.Tensor, gt: torch.Tensor, parents) -> float:
     return float(p_mpjpe(out, gt.double()))
 
 
+def sign_oracle(Y: torch.Tensor, gt: torch.Tensor, parents) -> float:
+    """P-MPJPE of ``Y`` rebuilt from the root out with each bone's x-y offset and length kept and
+    the sign of its depth offset taken from the ground truth."""
+    r, g = (Y - Y[:, :1]).double(), (gt - gt[:, :1]).double()
+    out = torch.zeros_like(r)
+    for j, p in zip(*bones(parents)):
+        b = r[:, j] - r[:, p]
+        dz = torch.where((g[:, j, 2] - g[:, p, 2]) < 0, -1.0, 1.0).double() * b[:, 2].abs()
+        out[:, j] = out[:, p] + torch.stack([b[:, 0], b[:, 1], dz], -1)
+    return float(p_mpjpe(out, gt.double()))
+
+
+def sign_persistence(Y: torch.Tensor, gt: torch.Tensor, parents, seq: np.ndarray, gap: int) -> float:
+    """Of the clear wrong-signed bones at pose i, the fraction still wrong at pose i + gap (same
+    sequence, bone still clear there)."""
+    child, parent = bones(parents)
+    g, b = gt[:, child] - gt[:, parent], Y[:, child] - Y[:, parent]
+    clear = g[..., 2].abs() / g.norm(dim=-1) > 0.3
+    wrong = (torch.sign(b[..., 2]) != torch.sign(g[..., 2])) & clear
+    same = torch.from_numpy(seq[gap:] == seq[:-gap])[:, None]
+    both = wrong[:-gap] & clear[gap:] & same
+    return float((both & wrong[gap:]).sum() / both.sum().clamp_min(1))
+
+
 def wrong_depth_sign(Y: torch.Tensor, gt: torch.Tensor, parents, names) -> tuple[float, dict[str, float]]:
     """Fraction of clearly depth-oriented bones pointing the wrong way in depth, overall and per bone."""
     child, parent = bones(parents)
@@ -136,6 +165,8 @@ def main(argv=None) -> int:
                                 "seq_prop_corr": float(np.corrcoef(seq_prop_deviation(Y, seq, parents),
                                                                    p_mpjpe(Y, gt, reduction="none").double().numpy())[0, 1]),
                                 "bone_oracle": bone_oracle(Y, gt, parents),
+                                "sign_oracle": sign_oracle(Y, gt, parents),
+                                "sign_persistence": sign_persistence(Y, gt, parents, seq, max(1, round(5 / args.stride))),
                                 "asymmetry": float(L.bone_symmetry_loss(Y.double(), *sym))}
         wrong, per_bone = wrong_depth_sign(Y, gt, parents, names)
         out["lifters"][path].update(wrong_depth_sign=wrong, wrong_depth_sign_per_bone=per_bone)
@@ -146,12 +177,12 @@ def main(argv=None) -> int:
     print(f"{len(idx)} test poses; ground truth: knee bent forward in {out['ground_truth']['knee_bent_forward']:.2%} of legs")
     print(f"ground truth: bone proportions' variance within a sequence {seq_prop_var(gt, seq, parents):.1e}")
     print(f"{'checkpoint':40s} {'P-MPJPE':>8s} {'knee fwd':>9s} {'depth rmse':>10s} {'seq var':>8s} {'corr':>5s} "
-          f"{'oracle':>7s} {'sign wrong':>10s} {'asym':>8s}  worst bones")
+          f"{'oracle':>7s} {'sgn orc':>7s} {'persist':>7s} {'sign wrong':>10s} {'asym':>8s}  worst bones")
     for path, r in out["lifters"].items():
         tag = " (supervised)" if r["supervised"] else ""
         worst = sorted(r["wrong_depth_sign_per_bone"].items(), key=lambda kv: -kv[1])[:3]
         print(f"{(path + tag)[-40:]:40s} {r['p_mpjpe']:8.1f} {r['knee_bent_forward']:9.2%} {r['depth_rmse_mean']:10.3f} "
-              f"{r['seq_prop_var']:8.1e} {r['seq_prop_corr']:5.2f} {r['bone_oracle']:7.1f} {r['wrong_depth_sign']:10.3f} {r['asymmetry']:8.1e}  "
+              f"{r['seq_prop_var']:8.1e} {r['seq_prop_corr']:5.2f} {r['bone_oracle']:7.1f} {r['sign_oracle']:7.1f} {r['sign_persistence']:7.2f} {r['wrong_depth_sign']:10.3f} {r['asymmetry']:8.1e}  "
               + ", ".join(f"{n} {v:.2f}" for n, v in worst))
     if "mean_of_all" in out:
         pairs = out["mean_of_pairs"]
