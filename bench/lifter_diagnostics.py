@@ -23,6 +23,12 @@ For each checkpoint (a run folder or a ``.pt``), on every ``stride``-th test pos
 - ``sign_persistence``: of the clearly depth-oriented bones that point the wrong way, the fraction
   that still do about 5 frames later in the same sequence (where the bone is still clear): near 1
   when a lifter's sign errors are stable choices, near the overall rate when they are flickers.
+With ``--d-flip``, for each run folder: does its discriminator know the depth sign of a limb? For
+each limb, the lift with that bone's depth mirrored about its parent (its subtree moved along, each
+joint kept on its ray) is re-projected under ``--d-flip-views`` of the run's random rotations, and
+D's logit is compared with that of the lift itself: the fraction of the wrongly signed (clear)
+bones whose mirror D prefers, against that of the rightly signed ones.
+
 Then the P-MPJPE of the mean of the unsupervised checkpoints' lifts (a prediction average: what
 part of the error differs between independently trained lifters, and what part they share) and of
 every pair of them.
@@ -122,6 +128,51 @@ def sign_persistence(Y: torch.Tensor, gt: torch.Tensor, parents, seq: np.ndarray
     return float((both & wrong[gap:]).sum() / both.sum().clamp_min(1))
 
 
+def d_flip_preference(run: str, x: torch.Tensor, gt: torch.Tensor, names, parents, views: int,
+                      limbs=("r_knee", "r_ankle", "l_knee", "l_ankle", "r_elbow", "r_wrist", "l_elbow", "l_wrist",
+                             "neck", "head")) -> dict[str, tuple[float, float]]:
+    """Per limb: (fraction of wrong-signed clear bones whose depth mirror the run's D prefers,
+    the same for right-signed ones), D's logits averaged over ``views`` random rotations."""
+    from fastlift.training.config import resolve_config
+    from fastlift.training.engine import Trainer
+    import os
+    ckpt = run if run.endswith(".pt") else os.path.join(run, "checkpoints", "last.pt")
+    base = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+    cfg = resolve_config(base=base, cli_values=dict(resume=ckpt, out=os.path.dirname(os.path.dirname(ckpt)),
+                                                    progress=False, tensorboard=False, device="cpu"))
+    tr = Trainer(cfg, log=lambda *a: None, install_signal_handlers=False)
+    tr.lifter.eval()
+    tr.disc.eval()
+    kids = {j: [c for c, p in enumerate(parents) if p == j] for j in range(len(parents))}
+
+    def subtree(j):
+        return [j] + [d for c in kids[j] for d in subtree(c)]
+
+    with torch.no_grad():
+        Y = tr._lift(x)
+        Rs = []
+        for v in range(views):
+            tr.step = 10**6 + v  # a rotation stream of its own
+            Rs.append(tr._rotations(len(x), Y))
+
+        def logit(P):
+            return torch.stack([tr.d_fwd(tr._project(P, R)[0]).float().view(-1) for R in Rs]).mean(0)
+
+        base, z, out = logit(Y), Y[..., 2], {}
+        for name in limbs:
+            j = names.index(name)
+            p = parents[j]
+            g = gt[:, j] - gt[:, p]
+            clear = g[:, 2].abs() / g.norm(dim=-1) > 0.3
+            wrong = (torch.sign(Y[:, j, 2] - Y[:, p, 2]) != torch.sign(g[:, 2])) & clear
+            z2 = z.clone()
+            z2[:, subtree(j)] += (2 * (z[:, p] - z[:, j]))[:, None]
+            prefers = logit(torch.cat([x * z2[..., None], z2[..., None]], -1)) > base
+            out[name] = (float(prefers[wrong].float().mean()) if wrong.any() else float("nan"),
+                         float(prefers[clear & ~wrong].float().mean()))
+    return out
+
+
 def wrong_depth_sign(Y: torch.Tensor, gt: torch.Tensor, parents, names) -> tuple[float, dict[str, float]]:
     """Fraction of clearly depth-oriented bones pointing the wrong way in depth, overall and per bone."""
     child, parent = bones(parents)
@@ -138,6 +189,8 @@ def main(argv=None) -> int:
     ap.add_argument("--supervised", default=None, help="a supervised run, reported beside (not averaged)")
     ap.add_argument("--stride", type=int, default=2, help="use every K-th test pose")
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument("--d-flip", action="store_true", help="also ask each run's discriminator about limb depth signs")
+    ap.add_argument("--d-flip-views", type=int, default=8, help="random rotations D's logits are averaged over")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     test = default_splits(0)["test"]
@@ -170,6 +223,13 @@ def main(argv=None) -> int:
                                 "asymmetry": float(L.bone_symmetry_loss(Y.double(), *sym))}
         wrong, per_bone = wrong_depth_sign(Y, gt, parents, names)
         out["lifters"][path].update(wrong_depth_sign=wrong, wrong_depth_sign_per_bone=per_bone)
+    if args.d_flip:
+        xt = torch.from_numpy(x).float()
+        for path in args.checkpoints:
+            pref = d_flip_preference(path, xt, gt, names, parents, args.d_flip_views)
+            out["lifters"][path]["d_flip_preference"] = pref
+            print(f"{path[-40:]:40s} D prefers the depth mirror (of wrong / right signs): "
+                  + ", ".join(f"{n} {w:.2f}/{r:.2f}" for n, (w, r) in pref.items()))
     if len(lifts) > 1:
         keys = list(lifts)
         out["mean_of_all"] = float(p_mpjpe(torch.stack([lifts[k] for k in keys]).mean(0), gt))
