@@ -27,7 +27,8 @@ With ``--d-flip``, for each run folder: does its discriminator know the depth si
 each limb, the lift with that bone's depth mirrored about its parent (its subtree moved along, each
 joint kept on its ray) is re-projected under ``--d-flip-views`` of the run's random rotations, and
 D's logit is compared with that of the lift itself: the fraction of the wrongly signed (clear)
-bones whose mirror D prefers, against that of the rightly signed ones.
+bones whose mirror D prefers, against that of the rightly signed ones; and the P-MPJPE of the lifts
+with every limb mirrored where D prefers the mirror by a margin (D taken as a judge of signs).
 
 Then the P-MPJPE of the mean of the unsupervised checkpoints' lifts (a prediction average: what
 part of the error differs between independently trained lifters, and what part they share) and of
@@ -158,18 +159,33 @@ def d_flip_preference(run: str, x: torch.Tensor, gt: torch.Tensor, names, parent
         def logit(P):
             return torch.stack([tr.d_fwd(tr._project(P, R)[0]).float().view(-1) for R in Rs]).mean(0)
 
-        base, z, out = logit(Y), Y[..., 2], {}
+        def mirrored(zz, j, p, which=None):
+            d = 2 * (zz[:, p] - zz[:, j])
+            zz = zz.clone()
+            zz[:, subtree(j)] += (d if which is None else d * which)[:, None]
+            return zz
+
+        base, z, out, margin = logit(Y), Y[..., 2], {}, {}
         for name in limbs:
             j = names.index(name)
             p = parents[j]
             g = gt[:, j] - gt[:, p]
             clear = g[:, 2].abs() / g.norm(dim=-1) > 0.3
             wrong = (torch.sign(Y[:, j, 2] - Y[:, p, 2]) != torch.sign(g[:, 2])) & clear
-            z2 = z.clone()
-            z2[:, subtree(j)] += (2 * (z[:, p] - z[:, j]))[:, None]
-            prefers = logit(torch.cat([x * z2[..., None], z2[..., None]], -1)) > base
+            z2 = mirrored(z, j, p)
+            margin[name] = logit(torch.cat([x * z2[..., None], z2[..., None]], -1)) - base
+            prefers = margin[name] > 0
             out[name] = (float(prefers[wrong].float().mean()) if wrong.any() else float("nan"),
                          float(prefers[clear & ~wrong].float().mean()))
+        # D as a judge: mirror every limb whose mirror D prefers by more than tau (parents first)
+        applied = {}
+        for tau in (0.0, 1.0, 2.0):
+            zz = z
+            for name in limbs:
+                j = names.index(name)
+                zz = mirrored(zz, j, parents[j], (margin[name] > tau).float())
+            applied[tau] = float(p_mpjpe(torch.cat([x * zz[..., None], zz[..., None]], -1), gt))
+        out["_applied"] = (float(p_mpjpe(Y, gt)), applied)
     return out
 
 
@@ -228,8 +244,12 @@ def main(argv=None) -> int:
         for path in args.checkpoints:
             pref = d_flip_preference(path, xt, gt, names, parents, args.d_flip_views)
             out["lifters"][path]["d_flip_preference"] = pref
+            lift, applied = pref.pop("_applied")
             print(f"{path[-40:]:40s} D prefers the depth mirror (of wrong / right signs): "
                   + ", ".join(f"{n} {w:.2f}/{r:.2f}" for n, (w, r) in pref.items()))
+            print(f"{'':40s} P-MPJPE {lift:.1f}; with every limb mirrored where D's margin exceeds "
+                  + ", ".join(f"{t:g}: {v:.1f}" for t, v in applied.items()))
+            out["lifters"][path]["d_flip_applied"] = {"lift": lift, **{str(t): v for t, v in applied.items()}}
     if len(lifts) > 1:
         keys = list(lifts)
         out["mean_of_all"] = float(p_mpjpe(torch.stack([lifts[k] for k in keys]).mean(0), gt))
