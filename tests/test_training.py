@@ -768,9 +768,13 @@ def test_bone_sequence_cue_lifts_a_partner_frame_of_the_same_sequence(files, tmp
 
 
 def test_bone_sequence_group_subject_and_its_fallback(files, tmp_path):
-    kw = dict(steps=1, val_every=0, ckpt_every=0, bone_sequence_group="subject")
+    """Partners come from the same subject by default, from the sequence when asked or when the
+    data has no subject names."""
+    kw = dict(steps=1, val_every=0, ckpt_every=0)
     tr = Trainer(cfg_for(files, tmp_path, **kw), log=lambda *a: None)
     assert tr.use_bone_sequence and tr.loader.partner_key == "subject"
+    tr_seq = Trainer(cfg_for(files, tmp_path / "seq", bone_sequence_group="sequence", **kw), log=lambda *a: None)
+    assert tr_seq.use_bone_sequence and tr_seq.loader.partner_key == "sequence"
     ps = PoseSet.load(files["train"])
     nameless = PoseSet(keypoints_2d=ps.keypoints_2d, confidence=ps.confidence, keypoints_3d=ps.keypoints_3d,
                        sequence=ps.sequence, frame=ps.frame)
