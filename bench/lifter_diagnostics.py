@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 
 import numpy as np
 import torch
@@ -131,15 +132,16 @@ def sign_persistence(Y: torch.Tensor, gt: torch.Tensor, parents, seq: np.ndarray
 
 def d_flip_preference(run: str, x: torch.Tensor, gt: torch.Tensor, names, parents, views: int,
                       limbs=("r_knee", "r_ankle", "l_knee", "l_ankle", "r_elbow", "r_wrist", "l_elbow", "l_wrist",
-                             "neck", "head")) -> dict[str, tuple[float, float]]:
+                             "neck", "head")) -> tuple[dict[str, tuple[float, float]], float, dict[float, float]]:
     """Per limb: (fraction of wrong-signed clear bones whose depth mirror the run's D prefers,
-    the same for right-signed ones), D's logits averaged over ``views`` random rotations."""
+    the same for right-signed ones), D's logits averaged over ``views`` random rotations; then
+    the lifts' P-MPJPE and, per margin tau, that of the lifts with every limb mirrored where D
+    prefers the mirror by more than tau."""
     from fastlift.training.config import resolve_config
     from fastlift.training.engine import Trainer
-    import os
     ckpt = run if run.endswith(".pt") else os.path.join(run, "checkpoints", "last.pt")
-    base = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
-    cfg = resolve_config(base=base, cli_values=dict(resume=ckpt, out=os.path.dirname(os.path.dirname(ckpt)),
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+    cfg = resolve_config(base=saved, cli_values=dict(resume=ckpt, out=os.path.dirname(os.path.dirname(ckpt)),
                                                     progress=False, tensorboard=False, device="cpu"))
     tr = Trainer(cfg, log=lambda *a: None, install_signal_handlers=False)
     tr.lifter.eval()
@@ -185,8 +187,7 @@ def d_flip_preference(run: str, x: torch.Tensor, gt: torch.Tensor, names, parent
                 j = names.index(name)
                 zz = mirrored(zz, j, parents[j], (margin[name] > tau).float())
             applied[tau] = float(p_mpjpe(torch.cat([x * zz[..., None], zz[..., None]], -1), gt))
-        out["_applied"] = (float(p_mpjpe(Y, gt)), applied)
-    return out
+    return out, float(p_mpjpe(Y, gt)), applied
 
 
 def wrong_depth_sign(Y: torch.Tensor, gt: torch.Tensor, parents, names) -> tuple[float, dict[str, float]]:
@@ -242,9 +243,8 @@ def main(argv=None) -> int:
     if args.d_flip:
         xt = torch.from_numpy(x).float()
         for path in args.checkpoints:
-            pref = d_flip_preference(path, xt, gt, names, parents, args.d_flip_views)
+            pref, lift, applied = d_flip_preference(path, xt, gt, names, parents, args.d_flip_views)
             out["lifters"][path]["d_flip_preference"] = pref
-            lift, applied = pref.pop("_applied")
             print(f"{path[-40:]:40s} D prefers the depth mirror (of wrong / right signs): "
                   + ", ".join(f"{n} {w:.2f}/{r:.2f}" for n, (w, r) in pref.items()))
             print(f"{'':40s} P-MPJPE {lift:.1f}; with every limb mirrored where D's margin exceeds "
