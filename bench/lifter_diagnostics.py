@@ -106,6 +106,14 @@ def bone_oracle(Y: torch.Tensor, gt: torch.Tensor, parents) -> float:
     return float(p_mpjpe(out, gt.double()))
 
 
+def depth_sign_masks(Y: torch.Tensor, gt: torch.Tensor, child, parent) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clear, wrong), each (N, bones): the bone is clearly depth-oriented in the ground truth
+    (depth over length above 0.3), and such a bone of the lift points the wrong way in depth."""
+    g, b = gt[:, child] - gt[:, parent], Y[:, child] - Y[:, parent]
+    clear = g[..., 2].abs() / g.norm(dim=-1) > 0.3
+    return clear, (torch.sign(b[..., 2]) != torch.sign(g[..., 2])) & clear
+
+
 def sign_oracle(Y: torch.Tensor, gt: torch.Tensor, parents) -> float:
     """P-MPJPE of ``Y`` rebuilt from the root out with each bone's x-y offset and length kept and
     the sign of its depth offset taken from the ground truth."""
@@ -121,10 +129,7 @@ def sign_oracle(Y: torch.Tensor, gt: torch.Tensor, parents) -> float:
 def sign_persistence(Y: torch.Tensor, gt: torch.Tensor, parents, seq: np.ndarray, gap: int) -> float:
     """Of the clear wrong-signed bones at pose i, the fraction still wrong at pose i + gap (same
     sequence, bone still clear there)."""
-    child, parent = bones(parents)
-    g, b = gt[:, child] - gt[:, parent], Y[:, child] - Y[:, parent]
-    clear = g[..., 2].abs() / g.norm(dim=-1) > 0.3
-    wrong = (torch.sign(b[..., 2]) != torch.sign(g[..., 2])) & clear
+    clear, wrong = depth_sign_masks(Y, gt, *bones(parents))
     same = torch.from_numpy(seq[gap:] == seq[:-gap])[:, None]
     both = wrong[:-gap] & clear[gap:] & same
     return float((both & wrong[gap:]).sum() / both.sum().clamp_min(1))
@@ -171,9 +176,7 @@ def d_flip_preference(run: str, x: torch.Tensor, gt: torch.Tensor, names, parent
         for name in limbs:
             j = names.index(name)
             p = parents[j]
-            g = gt[:, j] - gt[:, p]
-            clear = g[:, 2].abs() / g.norm(dim=-1) > 0.3
-            wrong = (torch.sign(Y[:, j, 2] - Y[:, p, 2]) != torch.sign(g[:, 2])) & clear
+            clear, wrong = (m[:, 0] for m in depth_sign_masks(Y, gt, [j], [p]))
             z2 = mirrored(z, j, p)
             margin[name] = logit(torch.cat([x * z2[..., None], z2[..., None]], -1)) - base
             prefers = margin[name] > 0
@@ -193,9 +196,7 @@ def d_flip_preference(run: str, x: torch.Tensor, gt: torch.Tensor, names, parent
 def wrong_depth_sign(Y: torch.Tensor, gt: torch.Tensor, parents, names) -> tuple[float, dict[str, float]]:
     """Fraction of clearly depth-oriented bones pointing the wrong way in depth, overall and per bone."""
     child, parent = bones(parents)
-    g, b = gt[:, child] - gt[:, parent], Y[:, child] - Y[:, parent]
-    clear = g[..., 2].abs() / g.norm(dim=-1) > 0.3
-    wrong = (torch.sign(b[..., 2]) != torch.sign(g[..., 2])) & clear
+    clear, wrong = depth_sign_masks(Y, gt, child, parent)
     per = wrong.sum(0).double() / clear.sum(0).clamp_min(1).double()
     return float(wrong.sum() / clear.sum()), {names[j]: round(float(v), 3) for j, v in zip(child, per)}
 
