@@ -23,6 +23,11 @@ For each checkpoint (a run folder or a ``.pt``), on every ``stride``-th test pos
 - ``sign_persistence``: of the clearly depth-oriented bones that point the wrong way, the fraction
   that still do about 5 frames later in the same sequence (where the bone is still clear): near 1
   when a lifter's sign errors are stable choices, near the overall rate when they are flickers.
+- ``knee_axis``: for legs whose knee is bent by more than 20 degrees in the ground truth, the
+  median / 90th / 99th percentile of the angle between the knee's axis (thigh x shin) and the hip
+  axis made perpendicular to the thigh (what ``w_knee_hinge`` constrains), over all such legs and
+  over those whose shin (clearly depth-oriented) points the wrong way in depth;
+- ``by_motion``: the P-MPJPE per synthetic motion kind.
 With ``--d-flip``, for each run folder: does its discriminator know the depth sign of a limb? For
 each limb, the lift with that bone's depth mirrored about its parent (its subtree moved along, each
 joint kept on its ray) is re-projected under ``--d-flip-views`` of the run's random rotations, and
@@ -193,6 +198,37 @@ def d_flip_preference(run: str, x: torch.Tensor, gt: torch.Tensor, names, parent
     return out, float(p_mpjpe(Y, gt)), applied
 
 
+def knee_axis_angles(Y: torch.Tensor, gt: torch.Tensor, names) -> dict[str, list[float]]:
+    """Angle (degrees) between the knee's axis and the hip axis made perpendicular to the thigh, at
+    the legs whose ground-truth knee is bent by more than 20 degrees: its median / 90th / 99th
+    percentile over all of them (``all``) and over those whose shin is clear and wrongly signed
+    in depth (``wrong_shin``)."""
+    q = torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
+    angles, wrong_mask = [], []
+    for side in ("r", "l"):
+        h, k, a = (names.index(f"{side}_{n}") for n in ("hip", "knee", "ankle"))
+
+        def axis_angle(P):
+            t, s = P[:, k] - P[:, h], P[:, a] - P[:, k]
+            ax = P[:, names.index("l_hip")] - P[:, names.index("r_hip")]
+            ax = ax - (ax * t).sum(-1, keepdim=True) / (t * t).sum(-1, keepdim=True) * t
+            c = torch.cross(t, s, dim=-1)
+            cos = (c * ax).sum(-1) / (c.norm(dim=-1) * ax.norm(dim=-1)).clamp_min(1e-12)
+            flex = torch.acos(((t * s).sum(-1) / (t.norm(dim=-1) * s.norm(dim=-1))).clamp(-1, 1))
+            return torch.rad2deg(torch.acos(cos.clamp(-1, 1))), torch.rad2deg(flex)
+
+        ang, _ = axis_angle(Y.double())
+        _, flex = axis_angle(gt.double())
+        bent = flex > 20
+        _, wrong = depth_sign_masks(Y, gt, [a], [k])
+        angles.append(ang[bent])
+        wrong_mask.append(wrong[:, 0][bent])
+    ang, wrong = torch.cat(angles), torch.cat(wrong_mask)
+    out = {"all": [round(float(v), 1) for v in torch.quantile(ang, q)]}
+    out["wrong_shin"] = [round(float(v), 1) for v in torch.quantile(ang[wrong], q)] if wrong.any() else []
+    return out
+
+
 def wrong_depth_sign(Y: torch.Tensor, gt: torch.Tensor, parents, names) -> tuple[float, dict[str, float]]:
     """Fraction of clearly depth-oriented bones pointing the wrong way in depth, overall and per bone."""
     child, parent = bones(parents)
@@ -221,6 +257,7 @@ def main(argv=None) -> int:
     x, conf, _ = normalized_2d(test, 0, 10, 10.0, idx)
     gt = torch.as_tensor(np.asarray(test.keypoints_3d)[idx]).float()
     seq = np.asarray(test.sequence)[idx]
+    motion = np.asarray(test.action)[idx]
     gt_depth = depth_offsets(gt)
     out = {"poses": int(len(idx)), "ground_truth": {"knee_bent_forward": knee_bent_forward(gt, names)}, "lifters": {}}
     lifts = {}
@@ -240,7 +277,10 @@ def main(argv=None) -> int:
                                 "sign_persistence": sign_persistence(Y, gt, parents, seq, max(1, round(5 / args.stride))),
                                 "asymmetry": float(L.bone_symmetry_loss(Y.double(), *sym))}
         wrong, per_bone = wrong_depth_sign(Y, gt, parents, names)
-        out["lifters"][path].update(wrong_depth_sign=wrong, wrong_depth_sign_per_bone=per_bone)
+        err = p_mpjpe(Y, gt, reduction="none").double().numpy()
+        out["lifters"][path].update(wrong_depth_sign=wrong, wrong_depth_sign_per_bone=per_bone,
+                                    knee_axis=knee_axis_angles(Y, gt, names),
+                                    by_motion={str(m): round(float(err[motion == m].mean()), 1) for m in np.unique(motion)})
     if args.d_flip:
         xt = torch.from_numpy(x).float()
         for path in args.checkpoints:
@@ -265,6 +305,12 @@ def main(argv=None) -> int:
         print(f"{(path + tag)[-40:]:40s} {r['p_mpjpe']:8.1f} {r['knee_bent_forward']:9.2%} {r['depth_rmse_mean']:10.3f} "
               f"{r['seq_prop_var']:8.1e} {r['seq_prop_corr']:5.2f} {r['bone_oracle']:7.1f} {r['sign_oracle']:7.1f} {r['sign_persistence']:7.2f} {r['wrong_depth_sign']:10.3f} {r['asymmetry']:8.1e}  "
               + ", ".join(f"{n} {v:.2f}" for n, v in worst))
+    gk = knee_axis_angles(gt, gt, names)["all"]
+    print(f"knee axis against the hip axis at bent knees (deg, median/p90/p99): ground truth {gk}")
+    for path, r in out["lifters"].items():
+        k = r["knee_axis"]
+        print(f"{path[-40:]:40s} knee axis: all {k['all']}, wrongly signed shins {k['wrong_shin']}; P-MPJPE by motion: "
+              + ", ".join(f"{m} {v}" for m, v in r["by_motion"].items()))
     if "mean_of_all" in out:
         pairs = out["mean_of_pairs"]
         print(f"mean of the {len(lifts)} unsupervised lifts: P-MPJPE {out['mean_of_all']:.1f}; "

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-poses", type=int, default=None, help="evaluate only the first N usable poses")
     p.add_argument("--flip-test", action="store_true",
                    help="also lift each pose mirrored and average the two (test-time flip augmentation; 2x the work)")
+    p.add_argument("--refine-bones", default="auto", choices=("auto", "subject", "sequence", "none"),
+                   help="also score the lifts refined to one skeleton per person (auto: per subject when the file "
+                        "names subjects, else per sequence; none: off)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                    help="network precision (auto: the checkpoint's training precision)")
@@ -61,7 +64,7 @@ def main(argv=None) -> int:
                                         flip_test=args.flip_test)
         rep = evaluate_lifter(lifter, args.data, batch_size=args.batch_size, mpjpe_align=args.mpjpe_align,
                               pck_align=args.pck_align, per_joint=args.per_joint, per_subject=args.per_subject,
-                              diagnostics=args.diagnostics, max_poses=args.max_poses)
+                              diagnostics=args.diagnostics, max_poses=args.max_poses, refine_bones=args.refine_bones)
     except (CheckpointError, PoseDataError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -111,6 +111,13 @@ def test_engine_run_end_to_end(tmp_path):
     assert got["p_mpjpe"] == pytest.approx(ref["p_mpjpe"], rel=1e-3)
     assert got["n_mpjpe"] == pytest.approx(ref["n_mpjpe"], rel=1e-3)
     assert got["mpjpe"] == pytest.approx(ref["mpjpe_scaled"], rel=1e-3)
+    # the test file names its subjects: both refine the lifts to one skeleton per subject
+    assert got["refine_bones"] == "per subject"
+    assert got["p_mpjpe_refined"] == pytest.approx(ref["p_mpjpe_refined"], rel=1e-3)
+    assert got["n_mpjpe_refined"] == pytest.approx(ref["n_mpjpe_refined"], rel=1e-3)
+    assert evaluate_main(["--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "test.npz"),
+                          "--json", str(out), "--refine-bones", "none"]) == 0
+    assert "p_mpjpe_refined" not in json.loads(out.read_text())
 
 
 def test_cli_table_and_json(files, capsys):

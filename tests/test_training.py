@@ -116,6 +116,85 @@ def test_depth_stretch_is_the_median_ratio_of_depth_to_image_radius():
     assert float(L.depth_stretch(flat, 0)) == 0.0
 
 
+def _leg_pose(flex_deg, rot_deg):
+    """One h36m17 pose (1, 17, 3) facing -z (the camera) whose right knee is flexed by
+    ``flex_deg`` about an axis turned by ``rot_deg`` (about the vertical thigh) from the hip axis;
+    every other joint at a fixed, generic place."""
+    g = torch.Generator().manual_seed(1)
+    Y = torch.randn(1, 17, 3, generator=g, dtype=torch.float64)
+    Y[0, 0] = torch.tensor([0.0, 0.0, 0.0])
+    Y[0, 1] = torch.tensor([-1.0, 0.0, 0.0])     # right hip (x right, y down): right hip -> left hip is +x
+    Y[0, 4] = torch.tensor([1.0, 0.0, 0.0])
+    Y[0, 2] = Y[0, 1] + torch.tensor([0.0, 4.0, 0.0], dtype=torch.float64)  # thigh straight down
+    f, r = math.radians(flex_deg), math.radians(rot_deg)
+    # a flexed knee moves the foot backwards (+z, away from a camera the person faces); the
+    # hip's rotation turns that direction about the thigh
+    back = torch.tensor([math.sin(r), 0.0, math.cos(r)], dtype=torch.float64)
+    Y[0, 3] = Y[0, 2] + 4.2 * (math.cos(f) * torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64) + math.sin(f) * back)
+    return Y
+
+
+def test_knee_hinge_loss_measures_the_knee_axis_against_the_hip_axis():
+    legs = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    hips = (1, 4)
+
+    def right_leg(flex, rot, margin=45.0):
+        Y = _leg_pose(flex, rot)
+        return float(L.knee_hinge_loss(Y, legs[:1], hips, margin))
+
+    # the knee's axis turned by rot from the hip axis: sin(flex) relu(cos(margin) - cos(rot))
+    for flex, rot in ((60.0, 0.0), (60.0, 30.0), (90.0, 44.0), (0.0, 170.0)):
+        assert right_leg(flex, rot) == pytest.approx(0.0, abs=1e-12)
+    for flex, rot in ((60.0, 70.0), (90.0, 180.0), (35.0, 120.0)):
+        expected = math.sin(math.radians(flex)) * (math.cos(math.radians(45)) - math.cos(math.radians(rot)))
+        assert right_leg(flex, rot) == pytest.approx(expected, rel=1e-9)
+    assert right_leg(60.0, 70.0, margin=80.0) == pytest.approx(0.0, abs=1e-12)
+    # the shin's depth mirrored (the knee bent forward): the cue's largest value for that flexion
+    bent_forward = right_leg(60.0, 180.0)
+    assert bent_forward == pytest.approx(math.sin(math.radians(60)) * (1 + math.cos(math.radians(45))), rel=1e-9)
+    # frame-free: a rotation about any axis, a scale and a shift leave it; so does the mirror
+    # world of flip_augment (x -> -x with left and right swapped)
+    Y = _leg_pose(70.0, 110.0)
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    q = q * torch.sign(torch.linalg.det(q))              # a rotation, not a reflection
+    base = float(L.knee_hinge_loss(Y, legs, hips))
+    assert base > 0
+    assert float(L.knee_hinge_loss(Y @ q.T * 2.5 + 1.0, legs, hips)) == pytest.approx(base, rel=1e-9)
+    from fastlift.data.layouts import get_layout
+    perm = torch.as_tensor(get_layout("h36m17").flip_index)
+    mirrored = Y[:, perm] * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    # the right leg is now the left one: both legs' mean is the same
+    assert float(L.knee_hinge_loss(mirrored, legs, hips)) == pytest.approx(base, rel=1e-9)
+    # missing joints: the leg is left out; no valid leg gives 0
+    valid = torch.ones(1, 17, dtype=torch.bool)
+    valid[0, 3] = False
+    assert float(L.knee_hinge_loss(Y, legs, hips, valid=valid)) == pytest.approx(
+        float(L.knee_hinge_loss(Y, legs[1:], hips)), abs=1e-12)
+    valid[0, 1] = False
+    assert float(L.knee_hinge_loss(Y, legs, hips, valid=valid)) == 0.0
+    # degenerate legs (a straight knee, coincident joints) give a finite gradient
+    D = _leg_pose(0.0, 0.0).repeat(2, 1, 1)
+    D[1, 3] = D[1, 2]
+    D.requires_grad_(True)
+    L.knee_hinge_loss(D, legs, hips).backward()
+    assert torch.isfinite(D.grad).all()
+    Yg = _leg_pose(60.0, 150.0).requires_grad_(True)
+    L.knee_hinge_loss(Yg, legs, hips).backward()
+    assert float(Yg.grad[0, 3].abs().sum()) > 0      # the ankle is pushed
+
+
+def test_knee_hinge_loss_is_near_zero_on_synthetic_people():
+    from fastlift.data.layouts import get_layout
+    ps = generate(2000, seed=4, split="val")
+    c = list(get_layout("h36m17").canonical)
+    legs = torch.tensor([[c.index(f"{s}_{n}") for n in ("hip", "knee", "ankle")] for s in "rl"])
+    Y = torch.as_tensor(ps.keypoints_3d).double()
+    assert float(L.knee_hinge_loss(Y, legs, (c.index("r_hip"), c.index("l_hip")))) < 1e-4
+    flat = Y.clone()
+    flat[..., 2] = Y[:, :1, 2]                           # the same people with no depth
+    assert float(L.knee_hinge_loss(flat, legs, (c.index("r_hip"), c.index("l_hip")))) > 0.05
+
+
 def _bones_and_moved_poses(n, seed, scale, shift):
     """h36m17 (parents, child, parent indices), n random poses and the same poses turned by random
     rotations about their roots, scaled and shifted: the same bones."""
@@ -680,6 +759,31 @@ def test_adv_level_views_keep_the_azimuth_and_drop_the_elevation(files, tmp_path
     assert (fake[shown] - y_cycle[:B][shown]).abs().max() > 1e-3
     with pytest.raises(ConfigError, match="adv_level_views needs"):
         cfg_for(files, tmp_path, adv_level_views=True, rotation_distribution="haar")
+
+
+def test_knee_hinge_cue_joins_the_lifter_loss_from_its_start(files, tmp_path, monkeypatch):
+    """w_knee_hinge: the cue on the lift switches on at knee_hinge_start, its value is logged as
+    loss_knee and its weighted value is part of loss_bone (and of the lifter's loss)."""
+    tr = Trainer(cfg_for(files, tmp_path, steps=1, w_knee_hinge=7.0, knee_hinge_start=3, use_temporal=False),
+                 log=lambda m: None)
+    assert tr._legs.tolist() == [[1, 2, 3], [4, 5, 6]] and tr._hips == (1, 4)
+    seen = []
+    real = L.knee_hinge_loss
+
+    def spy(*a, **k):
+        v = real(*a, **k)
+        seen.append(float(v))
+        return v
+    monkeypatch.setattr(L, "knee_hinge_loss", spy)
+    batch = next(tr._iterate())
+    tr.step = 2
+    out = tr.unsupervised_step(batch)
+    assert seen == [] and "loss_knee" not in out
+    tr.step = 3
+    out = tr.unsupervised_step(batch)
+    assert len(seen) == 1 and seen[0] > 0                      # a near-flat lift bends no knee right
+    assert float(out["loss_knee"]) == pytest.approx(seen[0])
+    assert float(out["loss_bone"]) == pytest.approx(7.0 * seen[0], rel=1e-6)
 
 
 def test_d_acc_cap_decides_on_the_mean_accuracy_of_the_processes(files, tmp_path):

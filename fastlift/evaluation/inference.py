@@ -321,8 +321,11 @@ class Lifter:
                 return d.float()
             return net(x2d)
 
-    def lift_normalized(self, x2d: torch.Tensor, batch_size: int = 65536) -> torch.Tensor:
-        """Root-relative 3D (B, J, 3) of normalised 2D poses (B, J, 2) (missing joints already 0).
+    def lift_normalized(self, x2d: torch.Tensor, batch_size: int = 65536, root_relative: bool = True) -> torch.Tensor:
+        """Root-relative 3D (B, J, 3) of normalised 2D poses (B, J, 2) (missing joints already 0);
+        with ``root_relative=False`` the lift as it comes, in the camera frame (the root at depth
+        about ``c``, each joint on its ray ``(x z, y z, z)``), which
+        :func:`fastlift.evaluation.refine.refine_bone_lengths` needs.
 
         With ``flip_test`` each pose is also lifted mirrored (x -> -x, left and right joints
         swapped), the lift mirrored back, and the two averaged (test-time flip augmentation: twice
@@ -341,7 +344,7 @@ class Lifter:
 
         def lift(x):
             Y = lift_to_3d(x, self.depth_offsets(x), c=self.c, floor=self.depth_floor, min_depth=self.min_depth)
-            return Y - Y[:, self.root:self.root + 1]
+            return Y - Y[:, self.root:self.root + 1] if root_relative else Y
 
         with torch.inference_mode():
             for s in range(0, x2d.shape[0], batch_size):
@@ -375,7 +378,7 @@ class Lifter:
 
     # ------------------------------------------------------------------ public API
     def lift(self, keypoints_2d, layout: str = H36M, confidence=None, *, height: float | None = None,
-             bone: Sequence | None = None, batch_size: int = 65536):
+             bone: Sequence | None = None, batch_size: int = 65536, groups=None):
         """3D poses in the h36m17 layout from 2D keypoints in pixels.
 
         Args:
@@ -388,6 +391,9 @@ class Lifter:
             bone: ``(joint_a, joint_b, length)`` with h36m17 joint names: scale each pose so that
                 this bone has this length.
             batch_size: poses per forward pass.
+            groups: (N,) person label of each pose (subject names, sequence ids): each person's
+                lifts get one set of bone proportions, their depths moved along the camera rays
+                (:func:`fastlift.evaluation.refine.refine_bone_lengths`). None: each pose alone.
 
         Returns:
             (N, 17, 3) (or (17, 3)) root-relative camera-frame 3D, in the method's normalised unit
@@ -437,7 +443,19 @@ class Lifter:
             k = torch.nan_to_num(k, nan=0.0, posinf=0.0, neginf=0.0)
         k, c = k.to(self.device), c.to(self.device)
         x, valid = self.normalize(k, c)
-        Y = self.lift_normalized(x, batch_size=batch_size)
+        if groups is None:
+            Y = self.lift_normalized(x, batch_size=batch_size)
+        else:
+            from fastlift.evaluation.refine import refine_bone_lengths
+            labels = np.asarray(groups)
+            if single and labels.ndim == 0:
+                labels = labels[None]
+            if labels.shape != (x.shape[0],):
+                raise ValueError(f"Lifter.lift: groups must have shape ({x.shape[0]},), got {labels.shape}")
+            Y = self.lift_normalized(x, batch_size=batch_size, root_relative=False).clone()
+            keep = valid.cpu().numpy()  # poses that cannot be normalised join no group
+            Y[valid] = refine_bone_lengths(Y[valid], labels[keep], get_layout(H36M).parents, valid=(c > 0)[valid])
+            Y = Y - Y[:, self.root:self.root + 1]
         n_bad = int((~valid).sum())
         if n_bad:
             warnings.warn(f"Lifter.lift: {n_bad} of {len(valid)} poses have no root or head joint (or a zero "

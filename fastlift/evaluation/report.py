@@ -194,6 +194,7 @@ class EvaluationReport:
     checkpoint: str | None = None
     seconds: float | None = None
     lift_seconds: float | None = None
+    refine_bones: str | None = None
 
     METRICS = ("mpjpe", "p_mpjpe", "n_mpjpe", "pck150", "auc")
 
@@ -221,7 +222,7 @@ class EvaluationReport:
             v = getattr(self, name)
             if v is not None:
                 d[name] = v
-        for name in ("data", "checkpoint", "seconds", "lift_seconds"):
+        for name in ("data", "checkpoint", "seconds", "lift_seconds", "refine_bones"):
             v = getattr(self, name)
             if v is not None:
                 d[name] = v
@@ -239,7 +240,8 @@ class EvaluationReport:
         """A plain-text table: the overall row, then per action / subject / joint when present."""
         cols = list(self.METRICS) + [k for k in self.extra if isinstance(self.extra[k], float)]
         heads = {"mpjpe": "MPJPE*", "p_mpjpe": "P-MPJPE", "n_mpjpe": "N-MPJPE", "pck150": "PCK150", "auc": "AUC",
-                 "p_mpjpe_flip": "P-flip", "p_mpjpe_flat": "P-flat"}
+                 "p_mpjpe_flip": "P-flip", "p_mpjpe_flat": "P-flat", "p_mpjpe_refined": "P-refin",
+                 "n_mpjpe_refined": "N-refin"}
         lines = []
         if self.data:
             lines.append(f"data: {self.data}")
@@ -276,6 +278,9 @@ class EvaluationReport:
             lines.append("  P-flip: P-MPJPE of the prediction with its root-relative depths negated (mirror check)")
         if "p_mpjpe_flat" in self.extra:
             lines.append("  P-flat: P-MPJPE of the zero-depth lift of the normalised 2D input (baseline to beat)")
+        if "p_mpjpe_refined" in self.extra:
+            lines.append(f"  P-refin / N-refin: P-MPJPE / N-MPJPE of the lifts refined to one skeleton per person "
+                         f"({self.refine_bones}; fastlift.evaluation.refine)")
         if self.seconds:
             lines.append(f"time: {self.seconds:.2f} s ({self.poses_per_s:,.0f} poses/s"
                          + (f"; lifting {self.lift_seconds:.2f} s" if self.lift_seconds else "") + ")")
@@ -410,7 +415,7 @@ def _score(src, N: int, *, actions, subjects, joint_names, mpjpe_align, pck_alig
                 errs["_pck"] = err
             acc.add(errs, rows=np.arange(s, e))
     ov = acc.overall()
-    extra = {k: v for k, v in ov.items() if k.startswith("p_mpjpe_") or k.startswith("extra_")}
+    extra = {k: v for k, v in ov.items() if k.startswith("p_mpjpe_") or k.startswith("extra_") or k == "n_mpjpe_refined"}
     rep = EvaluationReport(n_poses=N, mpjpe=ov["mpjpe"], p_mpjpe=ov["p_mpjpe"], n_mpjpe=ov["n_mpjpe"],
                            pck150=ov["pck150"], auc=ov["auc"], mpjpe_align=mpjpe_align, pck_align=pck_align,
                            mpjpe_scale=scale if mpjpe_align == "global_scale" else None, extra=extra)
@@ -465,9 +470,26 @@ class _LiftSource:
         return Y, g
 
 
+def _refined_lifts(lifter, ps, rows: np.ndarray, labels: np.ndarray, batch_size: int) -> torch.Tensor:
+    """Root-relative lifts (N, 17, 3) of ``ps[rows]``, refined to one skeleton per label."""
+    from fastlift.evaluation.refine import refine_bone_lengths
+    from fastlift.data.layouts import H36M17
+    Ys, valid = [], []
+    for s in range(0, len(rows), batch_size):
+        r = rows[s:s + batch_size]
+        k = torch.from_numpy(np.array(ps.keypoints_2d[r], dtype=np.float32)).to(lifter.device)
+        c = torch.from_numpy(np.array(ps.confidence[r], dtype=np.float32)).to(lifter.device)
+        x, _ = lifter.normalize(k, c)
+        Ys.append(lifter.lift_normalized(x, batch_size=batch_size, root_relative=False).float().cpu())
+        valid.append((c > 0).cpu())
+    Y = refine_bone_lengths(torch.cat(Ys), labels, H36M17.parents, valid=torch.cat(valid))
+    return Y - Y[:, lifter.root:lifter.root + 1]
+
+
 def evaluate_lifter(lifter, data, *, batch_size: int = 65536, mpjpe_align: str = "global_scale",
                     pck_align: str = "procrustes", per_joint: bool = False, per_subject: bool = False,
-                    diagnostics: bool = False, max_poses: int | None = None) -> EvaluationReport:
+                    diagnostics: bool = False, max_poses: int | None = None,
+                    refine_bones: str = "none") -> EvaluationReport:
     """Lift every usable pose of a 3D-labelled pose set (a path in any format
     :func:`fastlift.data.load_poses` reads, or a :class:`~fastlift.data.PoseSet`) and score it.
 
@@ -477,6 +499,10 @@ def evaluate_lifter(lifter, data, *, batch_size: int = 65536, mpjpe_align: str =
         diagnostics: also report ``p_mpjpe_flip`` (depths negated: the mirror check) and
             ``p_mpjpe_flat`` (zero-depth lift: the baseline).
         max_poses: evaluate only the first ``max_poses`` usable poses.
+        refine_bones: ``auto``, ``subject``, ``sequence`` or ``none``: also report ``p_mpjpe_refined``
+            and ``n_mpjpe_refined``, the lifts refined to one skeleton per person
+            (:func:`fastlift.evaluation.refine.refine_groups` says who is who; nothing is added
+            when the set cannot tell).
     """
     from fastlift.data import PoseDataError, load_poses
     from fastlift.data.layouts import H36M17
@@ -507,19 +533,30 @@ def evaluate_lifter(lifter, data, *, batch_size: int = 65536, mpjpe_align: str =
     actions = None if ps.action is None else np.asarray(ps.action)[rows]
     subjects = None if ps.subject is None else np.asarray(ps.subject)[rows]
 
+    from fastlift.evaluation.refine import refine_groups
+    labels, refine_how = refine_groups(ps, refine_bones)
+    refined = None if labels is None else _refined_lifts(lifter, ps, rows, labels[rows], batch_size)
+
     extra_fn = None
-    if diagnostics:
+    if diagnostics or refined is not None:
         def extra_fn(s, e, p, g):
-            flip = p.clone()
-            flip[..., 2] = -flip[..., 2]
-            x = src.last_x.float().cpu()
-            flat = torch.cat([x - x[:, lifter.root:lifter.root + 1], torch.zeros_like(x[..., :1])], -1)
-            return {"p_mpjpe_flip": joint_errors(flip, g, "procrustes"),
-                    "p_mpjpe_flat": joint_errors(flat, g, "procrustes")}
+            out = {}
+            if diagnostics:
+                flip = p.clone()
+                flip[..., 2] = -flip[..., 2]
+                x = src.last_x.float().cpu()
+                flat = torch.cat([x - x[:, lifter.root:lifter.root + 1], torch.zeros_like(x[..., :1])], -1)
+                out.update(p_mpjpe_flip=joint_errors(flip, g, "procrustes"),
+                           p_mpjpe_flat=joint_errors(flat, g, "procrustes"))
+            if refined is not None:
+                out.update(p_mpjpe_refined=joint_errors(refined[s:e], g, "procrustes", root=lifter.root),
+                           n_mpjpe_refined=joint_errors(refined[s:e], g, "scale", root=lifter.root))
+            return out
 
     rep = _score(src, len(rows), actions=actions, subjects=subjects if per_subject else None,
                  joint_names=H36M17.joint_names, mpjpe_align=mpjpe_align, pck_align=pck_align, root=lifter.root,
                  batch_size=batch_size, per_joint=per_joint, extra_fn=extra_fn)
+    rep.refine_bones = refine_how if refined is not None else None
     rep.n_skipped = int(len(ps) - len(rows)) if max_poses is None else int((~ok).sum())
     rep.data = path
     rep.checkpoint = lifter.source

@@ -68,6 +68,8 @@ class TrainConfig:
     plots: bool = _f(True, "draw curves.png and val_samples.png into the run directory at the end (needs matplotlib)")
     resume: typing.Optional[str] = _f(None, "checkpoint (or run directory) to continue exactly")
     init: typing.Optional[str] = _f(None, "checkpoint whose model weights initialise this run (no optimizer state); its network sizes must match, its mode need not (a supervised lifter can start an unsupervised run)")
+    refine_bones: str = _f("auto", "the final test also scores the lifts refined to one skeleton per person (fastlift.evaluation.refine): auto (per subject when the test data names subjects, else per sequence), subject, sequence, none",
+                           ("auto", "subject", "sequence", "none"))
     min_poses: int = _f(64, "refuse training data with fewer valid poses than this")
 
     # ---------------------------------------------------------------- lifter
@@ -113,6 +115,9 @@ class TrainConfig:
     bone_sequence_group: str = _f("subject", "where the w_bone_sequence cue's partner frames come from: 'subject' (any sequence of the same person: other cameras, other motions; the subject names must name persons) or 'sequence' (the pose's own sequence); 'subject' falls back to 'sequence' when the data has no subject names", ("sequence", "subject"))
     bone_sequence_start: int = _f(500, "step at which the w_bone_sequence cue switches on (it then rises linearly to its weight over bone_sequence_ramp steps)")
     bone_sequence_ramp: int = _f(250, "steps over which the w_bone_sequence cue rises from 0 to its weight, from bone_sequence_start")
+    w_knee_hinge: float = _f(0.0, "weight of the knee-hinge cue on the lift: sin(flexion) times how far the knee's axis (thigh x shin) turns beyond knee_hinge_margin from the hip axis made perpendicular to the thigh (0: off)")
+    knee_hinge_margin: float = _f(45.0, "knee-hinge cue: degrees the knee's axis may turn from the hip axis (the hip's internal/external rotation) before the cue applies")
+    knee_hinge_start: int = _f(0, "step at which the knee-hinge cue switches on")
     cycle_views: int = _f(1, "random rotations per pose in the cycle losses L_2D and L_3D (the discriminators see the first): more consistency constraints per step for the cost of re-lifts only. 4 locked in the wrong depth sign from the start on the synthetic data (docs/training.md), so the default is 1")
     l3d_target: str = _f("lift", "what L_3D's gradient reaches: 'lift' both the rotated lift and the re-lift (the paper's consistency), 'detached' the re-lift only (the rotated lift is a fixed target that the re-lift regresses onto)", ("lift", "detached"))
     consistency: str = _f("mse", "per-element loss of L_2D / L_3D", ("mse", "l1", "huber"))

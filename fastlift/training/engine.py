@@ -58,7 +58,7 @@ from fastlift.training.prior import capped_nll, flow_training_poses, train_pose_
 
 __all__ = ["Trainer", "build_lifter", "build_discriminators", "train"]
 
-CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone", "loss_flow",
+CSV_COLUMNS = ["step", "epoch", "time_s", "lr", "loss_g", "loss_adv", "loss_2d", "loss_3d", "loss_t", "loss_bone", "loss_knee", "loss_flow",
                "loss_sup", "loss_d", "loss_dt", "loss_r1", "d_acc", "d_flip_acc", "dt_acc", "adv_gain", "depth_stretch", "sign_margin", "sign_flips", "samples_per_s",
                "val_p_mpjpe", "val_n_mpjpe", "val_mpjpe_scaled", "val_p_mpjpe_flip", "val_p_mpjpe_flat"]
 
@@ -244,6 +244,7 @@ class Trainer:
         self._mirror_x = torch.tensor([-1.0, 1.0], device=self.device)
         self._flip_perm = torch.as_tensor(self.layout.flip_index, device=self.device)
         self._limbs = self._limb_triples()
+        self._legs, self._hips = self._leg_triples()
         self.out = self._out_dir()
         if self._resume_state is not None:
             self._restore(self._resume_state)
@@ -652,7 +653,12 @@ class Trainer:
                 Y.repeat(K, 1, 1), Y_partner, self._bone_child, self._bone_parent, valid=ok)
         if cfg.w_depth_extent > 0:
             cues = cues + cfg.w_depth_extent * L.depth_extent_loss(Y, self.root, cfg.depth_extent_margin)
-        if cfg.w_bone_sym > 0 or self.use_bone_temporal or cfg.w_depth_extent > 0 or Y_partner is not None:
+        knee = cfg.w_knee_hinge > 0 and self._legs is not None and self.step >= cfg.knee_hinge_start
+        if knee:
+            lk = L.knee_hinge_loss(Y, self._legs, self._hips, cfg.knee_hinge_margin, valid=batch["confidence"] > 0)
+            cues = cues + cfg.w_knee_hinge * lk
+            out["loss_knee"] = lk.detach()
+        if cfg.w_bone_sym > 0 or self.use_bone_temporal or cfg.w_depth_extent > 0 or Y_partner is not None or knee:
             loss = loss + cues
             out["loss_bone"] = cues.detach()
         self._update("g", loss, self.lifter, self.opt_g, cfg.grad_clip)
@@ -783,6 +789,16 @@ class Trainer:
         """0.5 d_r1, times d_r1_every: a lazy penalty applied every K-th step is weighted by K."""
         return 0.5 * self.cfg.d_r1 * self.cfg.d_r1_every
 
+    def _leg_triples(self):
+        """((L, 3) (hip, knee, ankle) triples, (right hip, left hip)) for the knee-hinge cue, or
+        (None, None) when the layout lacks a leg's joints or the hips."""
+        c = self.layout.canonical
+        legs = [[c.index(f"{s}_{n}") for n in ("hip", "knee", "ankle")] for s in ("r", "l")
+                if all(f"{s}_{n}" in c for n in ("hip", "knee", "ankle"))]
+        if not legs or "r_hip" not in c or "l_hip" not in c:
+            return None, None
+        return torch.tensor(legs, dtype=torch.long, device=self.device), (c.index("r_hip"), c.index("l_hip"))
+
     def _limb_triples(self):
         """(upper, middle, end) joint triples of the knees and elbows the layout has."""
         lay = self.layout
@@ -849,8 +865,9 @@ class Trainer:
 
     # ------------------------------------------------------------------------- validation
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch: int = 8192) -> torch.Tensor:
-        """Root-relative 3D poses (N, J, 3) of normalised 2D poses, lifter in eval mode."""
+    def predict(self, x: torch.Tensor, batch: int = 8192, root_relative: bool = True) -> torch.Tensor:
+        """Root-relative 3D poses (N, J, 3) of normalised 2D poses, lifter in eval mode (with
+        ``root_relative=False`` the lifts in the camera frame, each joint on its ray)."""
         g = self.eval_lifter
         was = g.training
         g.eval()
@@ -861,13 +878,23 @@ class Trainer:
                 d = g(xb)
             with self._fp32():
                 Y = geo.lift_to_3d(xb, d.float(), c=self.cfg.c, floor=self.cfg.depth_floor, min_depth=self.cfg.min_depth)
-            outs.append((Y - Y[:, self.root:self.root + 1]).float().cpu())
+            outs.append((Y - Y[:, self.root:self.root + 1] if root_relative else Y).float().cpu())
         g.train(was)
         return torch.cat(outs) if outs else torch.zeros(0, self.J, 3)
 
-    def evaluate(self, ev: EvalSet) -> dict:
-        pred = self.predict(ev.x)
-        return pose_metrics(pred, ev.target, ev.x, root=self.root)
+    def evaluate(self, ev: EvalSet, groups=None) -> dict:
+        """``pose_metrics`` of the lifts of ``ev``; with ``groups`` ((N,) person labels) also
+        ``p_mpjpe_refined`` and ``n_mpjpe_refined``: the same lifts with one set of bone
+        proportions per person (:func:`fastlift.evaluation.refine.refine_bone_lengths`)."""
+        if groups is None:
+            return pose_metrics(self.predict(ev.x), ev.target, ev.x, root=self.root)
+        from fastlift.evaluation.refine import refine_bone_lengths
+        Y = self.predict(ev.x, root_relative=False)
+        out = pose_metrics(Y - Y[:, self.root:self.root + 1], ev.target, ev.x, root=self.root)
+        R = refine_bone_lengths(Y, groups, self.layout.parents, valid=ev.conf > 0)
+        ref = pose_metrics(R - R[:, self.root:self.root + 1], ev.target, ev.x, root=self.root)
+        out.update(p_mpjpe_refined=ref["p_mpjpe"], n_mpjpe_refined=ref["n_mpjpe"])
+        return out
 
     def validate(self) -> dict:
         if self.val_set is None or self.rank != 0:
@@ -1158,21 +1185,27 @@ class Trainer:
         return reason
 
     def test(self) -> dict:
-        """Score the final lifter on the full test set (and the full validation set when no test)."""
+        """Score the final lifter on the full test set (and the full validation set when no test);
+        with ``refine_bones`` and a set that names its people, also the lifts refined to one
+        skeleton per person (``p_mpjpe_refined``, ``n_mpjpe_refined``)."""
+        from fastlift.evaluation.refine import refine_groups
         res = {}
+        groups_of = {}
         for name, ps in (("test", self.data.test), ("val_full", self.data.val if self.data.test is None else None)):
             if ps is None:
                 continue
             ev = make_eval_set(ps, self.root, self.head, self.cfg.c, 0, name)
-            res[name] = self.evaluate(ev)
-            self.log(f"{name} ({len(ev)} poses): " + ", ".join(f"{k} {v:.1f}" for k, v in res[name].items()) + " mm")
+            groups_of[name], how = refine_groups(ps, self.cfg.refine_bones)
+            res[name] = self.evaluate(ev, groups_of[name])
+            self.log(f"{name} ({len(ev)} poses): " + ", ".join(f"{k} {v:.1f}" for k, v in res[name].items()) + " mm"
+                     + (f" (refined: bone lengths {how})" if groups_of[name] is not None else ""))
         if "best.pt" in os.listdir(os.path.join(self.out, "checkpoints")) and self.data.test is not None:
             st = load_checkpoint(os.path.join(self.out, "checkpoints", "best.pt"))
             g = self.eval_lifter
             cur = {k: v.clone() for k, v in g.state_dict().items()}
             g.load_state_dict(st["models"]["lifter_ema" if self.lifter_ema is not None else "lifter"])
             ev = make_eval_set(self.data.test, self.root, self.head, self.cfg.c, 0, "test")
-            res["test_best"] = self.evaluate(ev)
+            res["test_best"] = self.evaluate(ev, groups_of.get("test"))
             res["test_best"]["step"] = st["step"]
             g.load_state_dict(cur)
             self.log(f"test, best checkpoint (step {st['step']}): p_mpjpe {res['test_best']['p_mpjpe']:.1f} mm")
