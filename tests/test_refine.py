@@ -52,14 +52,19 @@ def test_depth_noise_along_the_rays_is_taken_out(people):
     torch.testing.assert_close(R[..., :2] / R[..., 2:], noisy[..., :2] / noisy[..., 2:], rtol=0, atol=1e-12)
     before, after = float(p_mpjpe(noisy, Y)), float(p_mpjpe(R, Y))
     assert after < 0.75 * before, (before, after)
-    # bone proportions nearly one set per subject after (not exactly: where a ray cannot reach
-    # the length, the joint stops at the ray's closest point)
-    prop = bone_lengths(R) / bone_lengths(R).sum(1, keepdim=True)
+    # without softness, bone proportions nearly one set per subject after (not exactly: where a
+    # ray cannot reach the length, the joint stops at the ray's closest point)
+    R0 = refine_bone_lengths(noisy, np.asarray(ps.subject), PARENTS, softness=0.0)
+    prop = bone_lengths(R0) / bone_lengths(R0).sum(1, keepdim=True)
     prop0 = bone_lengths(noisy) / bone_lengths(noisy).sum(1, keepdim=True)
     subj = np.asarray(ps.subject)
     for s in np.unique(subj)[:3]:
         m = torch.from_numpy(subj == s)
         assert float(prop[m].std(0).mean()) < 0.25 * float(prop0[m].std(0).mean())
+    # with it, a bone near the image plane keeps part of its lifted depth offset
+    shin = (R0[:, 3, 2] - R0[:, 2, 2]).abs() < 0.05 * bone_lengths(R0)[:, 2]
+    moved, moved0 = (R[:, 3, 2] - noisy[:, 3, 2]).abs(), (R0[:, 3, 2] - noisy[:, 3, 2]).abs()
+    assert shin.sum() > 10 and float(moved[shin].mean()) < 0.5 * float(moved0[shin].mean())
 
 
 def test_each_bone_keeps_its_depth_direction(people):

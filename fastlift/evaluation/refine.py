@@ -9,9 +9,10 @@ distance from its (refined) parent, on the side of the parent the lift chose. Th
 of every joint is therefore unchanged; only the depths move, and the sign of each bone's depth
 (which way it points, the lifter's choice) is kept.
 
-On the embedded synthetic test split (20 000 poses, 8 subjects) this takes the default recipe's
-lifts from 34.4-35.6 mm P-MPJPE to 31.0-31.8 mm, and leaves the supervised lifter's unchanged
-(26.0 -> 26.1 mm): see docs/evaluation.md, "Refining bone lengths per person".
+On the embedded synthetic test split (20 000 poses, 4 subjects) this takes the default recipe's
+lifts (seeds 0-2) from 34.4-35.6 mm P-MPJPE to 29.6-30.4 mm per subject, and the supervised
+lifter's from 25.7-26.0 to 24.6-25.3 mm: see docs/evaluation.md, "Refining bone lengths per
+person".
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def _topological_bones(parents) -> list[tuple[int, int]]:
 
 
 def refine_bone_lengths(Y: torch.Tensor, groups, parents, valid: torch.Tensor | None = None,
-                        min_group: int = 10) -> torch.Tensor:
+                        min_group: int = 10, softness: float = 0.35) -> torch.Tensor:
     """Give the lifts of each person one set of bone proportions, moving only the depths.
 
     Args:
@@ -74,6 +75,7 @@ def refine_bone_lengths(Y: torch.Tensor, groups, parents, valid: torch.Tensor | 
             group's proportions nor move.
         min_group: groups with fewer poses (bones with fewer valid poses in the group) are left as
             they are.
+        softness: how much a bone near the image plane keeps of its lifted depth (below).
 
     Per pose, each bone's length over the geometric mean of the pose's bone lengths (log length
     minus the pose's mean log length, over its valid bones) is replaced by its median over the
@@ -81,7 +83,12 @@ def refine_bone_lengths(Y: torch.Tensor, groups, parents, valid: torch.Tensor | 
     lengths. Then, from the root out, each joint moves along its ray to that length from its
     (already refined) parent: of the two such points, to the one whose depth offset from the parent
     is nearer the lift's (the bone keeps its depth direction); where the ray never comes that
-    close, to the ray's closest point to the parent. The root does not move.
+    close, to the ray's closest point to the parent. A bone whose depth offset ``h`` at that length
+    is small against the length ``L`` moves only part of the way, by the weight
+    ``h^2 / (h^2 + (softness L)^2)``, from the depth offset the lift gave it: its refined depth is
+    the square root of the small difference ``L^2 - l^2`` (``l`` its length in the image plane)
+    and would turn small errors of the length or of the 2D into large ones of the depth. The root
+    does not move.
 
     Returns the refined poses (N, J, 3), a new tensor of ``Y``'s dtype; each joint's projection
     ``(x / z, y / z)`` is that of ``Y``.
@@ -141,8 +148,12 @@ def refine_bone_lengths(Y: torch.Tensor, groups, parents, valid: torch.Tensor | 
         half = ((goal[:, b] ** 2 - ((q * q).sum(-1) - a * foot ** 2)) / a).clamp_min(0).sqrt()
         # of the two points at that length, the one whose depth offset from the (refined) parent
         # is nearer the lift's own: the bone keeps its depth direction even where the parent moved
-        want = q[:, 2] + (P[:, c, 2] - P[:, p, 2])
-        z = torch.where((foot + half - want).abs() <= (foot - half - want).abs(), foot + half, foot - half)
+        keep = q[:, 2] + (P[:, c, 2] - P[:, p, 2])
+        z = torch.where((foot + half - keep).abs() <= (foot - half - keep).abs(), foot + half, foot - half)
+        if softness > 0:
+            w = half.square() / (half.square() + (softness * goal[:, b]).square()).clamp_min(1e-300)
+            w = torch.where(half > 0, w, torch.ones_like(w))     # unreachable: the closest point
+            z = w * z + (1 - w) * keep
         move = m & (z > 0)
         out[:, c] = torch.where(move[:, None], r * z[:, None], out[:, c])
     return out.to(Y.dtype)
