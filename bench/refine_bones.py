@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     ap.add_argument("--supervised", nargs="+", default=[], help="supervised run folders (the reference)")
     ap.add_argument("--noise-px", type=float, default=0.0,
                     help="Gaussian keypoint noise (pixels) on the test split's 2D (0: the clean split)")
+    ap.add_argument("--softness", type=float, default=0.35, help="refine_bone_lengths' softness (0: every bone snapped)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
         lifter = Lifter.from_checkpoint(path, device="cpu")
         r = {}
         for how in ("subject", "sequence"):
-            rep = evaluate_lifter(lifter, test, refine_bones=how)
+            rep = evaluate_lifter(lifter, test, refine_bones=how, refine_softness=args.softness)
             r.update(p_mpjpe=rep.p_mpjpe, n_mpjpe=rep.n_mpjpe)
             r[f"p_{how}"], r[f"n_{how}"] = rep.extra["p_mpjpe_refined"], rep.extra["n_mpjpe_refined"]
         r["supervised"] = path in args.supervised

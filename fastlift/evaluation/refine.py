@@ -10,8 +10,8 @@ of every joint is therefore unchanged; only the depths move, and the sign of eac
 (which way it points, the lifter's choice) is kept.
 
 On the embedded synthetic test split (20 000 poses, 4 subjects) this takes the default recipe's
-lifts (seeds 0-2) from 34.4-35.6 mm P-MPJPE to 29.6-30.4 mm per subject, and the supervised
-lifter's from 25.7-26.0 to 24.6-25.3 mm: see docs/evaluation.md, "Refining bone lengths per
+lifts (seeds 0-2) from 34.4-35.6 mm P-MPJPE to 30.1-30.9 mm per subject, and the supervised
+lifter's from 25.7-26.0 to 23.2-23.7 mm: see docs/evaluation.md, "Refining bone lengths per
 person".
 """
 from __future__ import annotations

@@ -470,7 +470,8 @@ class _LiftSource:
         return Y, g
 
 
-def _refined_lifts(lifter, ps, rows: np.ndarray, labels: np.ndarray, batch_size: int) -> torch.Tensor:
+def _refined_lifts(lifter, ps, rows: np.ndarray, labels: np.ndarray, batch_size: int,
+                   softness: float) -> torch.Tensor:
     """Root-relative lifts (N, 17, 3) of ``ps[rows]``, refined to one skeleton per label."""
     from fastlift.evaluation.refine import refine_bone_lengths
     from fastlift.data.layouts import H36M17
@@ -482,14 +483,14 @@ def _refined_lifts(lifter, ps, rows: np.ndarray, labels: np.ndarray, batch_size:
         x, _ = lifter.normalize(k, c)
         Ys.append(lifter.lift_normalized(x, batch_size=batch_size, root_relative=False).float().cpu())
         valid.append((c > 0).cpu())
-    Y = refine_bone_lengths(torch.cat(Ys), labels, H36M17.parents, valid=torch.cat(valid))
+    Y = refine_bone_lengths(torch.cat(Ys), labels, H36M17.parents, valid=torch.cat(valid), softness=softness)
     return Y - Y[:, lifter.root:lifter.root + 1]
 
 
 def evaluate_lifter(lifter, data, *, batch_size: int = 65536, mpjpe_align: str = "global_scale",
                     pck_align: str = "procrustes", per_joint: bool = False, per_subject: bool = False,
                     diagnostics: bool = False, max_poses: int | None = None,
-                    refine_bones: str = "none") -> EvaluationReport:
+                    refine_bones: str = "none", refine_softness: float = 0.35) -> EvaluationReport:
     """Lift every usable pose of a 3D-labelled pose set (a path in any format
     :func:`fastlift.data.load_poses` reads, or a :class:`~fastlift.data.PoseSet`) and score it.
 
@@ -502,7 +503,7 @@ def evaluate_lifter(lifter, data, *, batch_size: int = 65536, mpjpe_align: str =
         refine_bones: ``auto``, ``subject``, ``sequence`` or ``none``: also report ``p_mpjpe_refined``
             and ``n_mpjpe_refined``, the lifts refined to one skeleton per person
             (:func:`fastlift.evaluation.refine.refine_groups` says who is who; nothing is added
-            when the set cannot tell).
+            when the set cannot tell); ``refine_softness``: its ``softness``.
     """
     from fastlift.data import PoseDataError, load_poses
     from fastlift.data.layouts import H36M17
@@ -535,7 +536,7 @@ def evaluate_lifter(lifter, data, *, batch_size: int = 65536, mpjpe_align: str =
 
     from fastlift.evaluation.refine import refine_groups
     labels, refine_how = refine_groups(ps, refine_bones)
-    refined = None if labels is None else _refined_lifts(lifter, ps, rows, labels[rows], batch_size)
+    refined = None if labels is None else _refined_lifts(lifter, ps, rows, labels[rows], batch_size, refine_softness)
 
     extra_fn = None
     if diagnostics or refined is not None:
