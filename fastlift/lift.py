@@ -55,14 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=65536)
     p.add_argument("--flip-test", action="store_true",
                    help="also lift each pose mirrored and average the two (test-time flip augmentation; 2x the work)")
+    p.add_argument("--refine-bones", default="none", choices=("none", "auto", "subject", "sequence"),
+                   help="give each person's lifts one set of bone proportions (auto: per subject when the file "
+                        "names subjects, else per sequence; default none)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     return p
 
 
 def lift_file(lifter, path: str, out: str, *, format: str | None = None, layout: str | None = None,
-              height: float | None = None, bone=None, batch_size: int = 65536) -> dict:
-    """Lift every pose of ``path`` and write ``out`` (see the module docstring). Returns the arrays."""
+              height: float | None = None, bone=None, batch_size: int = 65536, refine_bones: str = "none") -> dict:
+    """Lift every pose of ``path`` and write ``out`` (see the module docstring). Returns the arrays.
+    ``refine_bones``: refine the lifts to one skeleton per person
+    (:func:`fastlift.evaluation.refine.refine_groups` says who is who)."""
     import warnings
 
     from fastlift.data import PoseDataError, load_poses
@@ -75,9 +80,14 @@ def lift_file(lifter, path: str, out: str, *, format: str | None = None, layout:
     if len(ps) == 0:
         raise PoseDataError(f"{path}: holds no poses to lift")
     k2, conf, _ = convert_keypoints(np.asarray(ps.keypoints_2d), np.asarray(ps.confidence), ps.layout, H36M17)
+    from fastlift.evaluation.refine import refine_groups
+    groups, how = refine_groups(ps, refine_bones)
+    if refine_bones != "none":
+        print(f"refine bones: {how}", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        Y = lifter.lift(k2, layout=H36M17.name, confidence=conf, height=height, bone=bone, batch_size=batch_size)
+        Y = lifter.lift(k2, layout=H36M17.name, confidence=conf, height=height, bone=bone, batch_size=batch_size,
+                        groups=groups)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     valid = np.isfinite(Y).all(axis=(1, 2))
@@ -136,7 +146,8 @@ def main(argv=None) -> int:
         lifter = Lifter.from_checkpoint(args.checkpoint, device=args.device, precision=args.precision,
                                         flip_test=args.flip_test)
         arrays = lift_file(lifter, args.input, args.output, format=args.format, layout=args.layout,
-                           height=args.height, bone=bone, batch_size=args.batch_size)
+                           height=args.height, bone=bone, batch_size=args.batch_size,
+                           refine_bones=args.refine_bones)
     except (CheckpointError, PoseDataError, FileNotFoundError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

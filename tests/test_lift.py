@@ -179,6 +179,20 @@ def test_cli_pose_file_coco_openpose(setup, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_cli_refine_bones(setup, tmp_path, capsys):
+    """--refine-bones: each person's lifts get one set of bone proportions (Lifter.lift with
+    groups), the default leaves the lifts as the network gives them."""
+    d, _, ps, lifter = setup
+    out = tmp_path / "ref.npz"
+    assert lift_main(["-c", str(d / "ckpt.pt"), "-i", str(d / "poses.npz"), "-o", str(out),
+                      "--refine-bones", "auto"]) == 0
+    assert "refine bones: per subject" in capsys.readouterr().err
+    got = np.load(out)["poses_3d"]
+    k = np.asarray(ps.keypoints_2d)
+    np.testing.assert_allclose(got, lifter.lift(k, groups=np.asarray(ps.subject)), rtol=1e-5, atol=1e-6)
+    assert np.abs(got - lifter.lift(k)).max() > 1e-4
+
+
 def test_cli_errors(setup, tmp_path, capsys):
     d, _, ps, _ = setup
     ck = str(d / "ckpt.pt")
