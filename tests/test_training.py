@@ -772,7 +772,7 @@ def test_knee_hinge_cue_joins_the_lifter_loss_from_its_start(files, tmp_path, mo
 
     def spy(*a, **k):
         v = real(*a, **k)
-        seen.append(float(v))
+        seen.append(float(v.detach()))
         return v
     monkeypatch.setattr(L, "knee_hinge_loss", spy)
     batch = next(tr._iterate())
