@@ -1124,7 +1124,8 @@ class Trainer:
         the same seed; rank 0's is broadcast so the replicas agree bitwise."""
         cfg = self.cfg
         x, conf, _ = normalized_2d(self.data.train, self.root, self.head, cfg.c)
-        poses = flow_training_poses(torch.from_numpy(x), torch.from_numpy(conf),
+        # conf may be the data set's own read-only array: copied, not shared
+        poses = flow_training_poses(torch.from_numpy(x), torch.tensor(conf),
                                     self.layout.flip_index if cfg.flip_augment else None).to(self.device)
         try:
             info = train_pose_flow(self.flow, poses, cfg.flow_steps, cfg.flow_batch_size, cfg.flow_lr, cfg.flow_noise, seed=cfg.seed,
