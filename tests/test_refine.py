@@ -102,6 +102,10 @@ def test_missing_joints_small_groups_and_bad_input(people):
         refine_bone_lengths(Y - Y[:, :1], np.asarray(ps.subject), PARENTS)       # root-centred: no rays
     with pytest.raises(ValueError, match="groups"):
         refine_bone_lengths(Y, np.asarray(ps.subject)[:-1], PARENTS)
+    bad = Y.clone()
+    bad[3, 5, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        refine_bone_lengths(bad, np.asarray(ps.subject), PARENTS)
     with pytest.raises(ValueError, match="parents"):
         refine_bone_lengths(Y, np.asarray(ps.subject), PARENTS[:-1])
     out = refine_bone_lengths(Y.float(), np.asarray(ps.subject), PARENTS)

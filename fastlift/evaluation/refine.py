@@ -103,6 +103,8 @@ def refine_bone_lengths(Y: torch.Tensor, groups, parents, valid: torch.Tensor | 
         raise ValueError(f"refine_bone_lengths: groups must have shape ({N},), got {labels.shape}")
     if valid is not None and tuple(valid.shape) != (N, J):
         raise ValueError(f"refine_bone_lengths: valid must have shape ({N}, {J}), got {tuple(valid.shape)}")
+    if N and not bool(torch.isfinite(Y).all()):
+        raise ValueError("refine_bone_lengths: Y holds NaN or inf (leave out the poses that could not be lifted)")
     if N and not bool((Y[..., 2] > 0).all()):
         raise ValueError("refine_bone_lengths: Y must be in the camera frame with every joint in front of the camera "
                          "(z > 0); root-centred poses have lost their rays")
