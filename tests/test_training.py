@@ -786,6 +786,24 @@ def test_knee_hinge_cue_joins_the_lifter_loss_from_its_start(files, tmp_path, mo
     assert float(out["loss_bone"]) == pytest.approx(7.0 * seen[0], rel=1e-6)
 
 
+def test_moving_average_decay_is_min_of_ema_and_its_warmup(files, tmp_path):
+    """The lifter's moving average moves by 1 - min(ema, (1 + s) / (ema_warmup + s)) at step s:
+    with the default warm-up (10) a 0.998 decay does not bind at step 700, with 2 it does."""
+    for warm, expected in ((10.0, 701.0 / 710.0), (2.0, 0.998)):
+        tr = Trainer(cfg_for(files, tmp_path / f"w{warm}", steps=1, ema=0.998, ema_warmup=warm), log=lambda m: None)
+        with torch.no_grad():
+            for p in tr.lifter_ema.parameters():
+                p.zero_()
+            for p in tr.lifter.parameters():
+                p.fill_(1.0)
+        tr.step = 700
+        tr._update_ema()
+        for p in tr.lifter_ema.parameters():
+            torch.testing.assert_close(p, torch.full_like(p, 1.0 - expected), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ConfigError, match="ema_warmup"):
+        cfg_for(files, tmp_path, ema_warmup=1.0)
+
+
 def test_d_acc_cap_decides_on_the_mean_accuracy_of_the_processes(files, tmp_path):
     """d_acc_cap under torchrun: an update all-reduces the gradients, so every process must skip
     or update together; the decision uses the processes' mean accuracy, not the local one."""

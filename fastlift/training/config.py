@@ -183,6 +183,7 @@ class TrainConfig:
     lr_min_ratio: float = _f(0.05, "final learning rate / lr (cosine)")
     exp_decay: float = _f(0.9, "learning-rate factor per 1000 steps (exp)")
     ema: float = _f(0.998, "decay of an exponential moving average of the lifter's weights, used for validation, test and the saved model (0: off)")
+    ema_warmup: float = _f(10.0, "the moving average's decay at step s is min(ema, (1 + s) / (ema_warmup + s)): with 10, a decay of 0.998 binds only after 4490 steps, so a budget run of 1700 steps averages over about its last s / 9 steps")
     grad_clip: float = _f(0.0, "clip the lifter's gradient norm (0: off)")
     supervised_standardize: bool = _f(True, "supervised mode: z-score the depth targets (fast training)")
 
@@ -230,6 +231,9 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.ema_warmup > 1:
+            raise ConfigError(f"config: ema_warmup must be > 1 (the decay (1 + s) / (ema_warmup + s) stays below 1), "
+                              f"got {self.ema_warmup}")
         for name in ("azimuth_range", "elevation_range"):
             r = getattr(self, name)
             if len(r) != 2 or not r[0] <= r[1]:

@@ -402,7 +402,7 @@ class Trainer:
     def _update_ema(self):
         if self.lifter_ema is None:
             return
-        decay = min(self.cfg.ema, (1.0 + self.step) / (10.0 + self.step))
+        decay = min(self.cfg.ema, (1.0 + self.step) / (self.cfg.ema_warmup + self.step))
         ema_p = [p for p in self.lifter_ema.parameters()]
         cur_p = [p.detach() for p in self.lifter.parameters()]
         torch._foreach_lerp_(ema_p, cur_p, 1.0 - decay)
