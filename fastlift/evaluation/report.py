@@ -415,7 +415,8 @@ def _score(src, N: int, *, actions, subjects, joint_names, mpjpe_align, pck_alig
                 errs["_pck"] = err
             acc.add(errs, rows=np.arange(s, e))
     ov = acc.overall()
-    extra = {k: v for k, v in ov.items() if k.startswith("p_mpjpe_") or k.startswith("extra_") or k == "n_mpjpe_refined"}
+    # every number extra_fn added (the standard metrics and the private "_pck" aside)
+    extra = {k: v for k, v in ov.items() if k not in EvaluationReport.METRICS and not k.startswith("_")}
     rep = EvaluationReport(n_poses=N, mpjpe=ov["mpjpe"], p_mpjpe=ov["p_mpjpe"], n_mpjpe=ov["n_mpjpe"],
                            pck150=ov["pck150"], auc=ov["auc"], mpjpe_align=mpjpe_align, pck_align=pck_align,
                            mpjpe_scale=scale if mpjpe_align == "global_scale" else None, extra=extra)
