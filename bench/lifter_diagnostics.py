@@ -204,21 +204,14 @@ def knee_axis_angles(Y: torch.Tensor, gt: torch.Tensor, names) -> dict[str, list
     percentile over all of them (``all``) and over those whose shin is clear and wrongly signed
     in depth (``wrong_shin``)."""
     q = torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
+    hips = (names.index("r_hip"), names.index("l_hip"))
     angles, wrong_mask = [], []
     for side in ("r", "l"):
         h, k, a = (names.index(f"{side}_{n}") for n in ("hip", "knee", "ankle"))
-
-        def axis_angle(P):
-            t, s = P[:, k] - P[:, h], P[:, a] - P[:, k]
-            ax = P[:, names.index("l_hip")] - P[:, names.index("r_hip")]
-            ax = ax - (ax * t).sum(-1, keepdim=True) / (t * t).sum(-1, keepdim=True) * t
-            c = torch.cross(t, s, dim=-1)
-            cos = (c * ax).sum(-1) / (c.norm(dim=-1) * ax.norm(dim=-1)).clamp_min(1e-12)
-            flex = torch.acos(((t * s).sum(-1) / (t.norm(dim=-1) * s.norm(dim=-1))).clamp(-1, 1))
-            return torch.rad2deg(torch.acos(cos.clamp(-1, 1))), torch.rad2deg(flex)
-
-        ang, _ = axis_angle(Y.double())
-        _, flex = axis_angle(gt.double())
+        sin_cos, sin_flex = L.knee_axis_terms(Y.double(), torch.tensor([[h, k, a]]), hips)
+        ang = torch.rad2deg(torch.acos((sin_cos / sin_flex.clamp_min(1e-12)).clamp(-1, 1)))[:, 0]
+        t, s = gt[:, k] - gt[:, h], gt[:, a] - gt[:, k]
+        flex = torch.rad2deg(torch.acos(((t * s).sum(-1) / (t.norm(dim=-1) * s.norm(dim=-1))).clamp(-1, 1)))
         bent = flex > 20
         _, wrong = depth_sign_masks(Y, gt, [a], [k])
         angles.append(ang[bent])

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["d_loss", "d_fake_term", "g_loss", "gradient_penalty", "bone_lengths", "bone_symmetry_loss",
-           "bone_constancy_loss", "knee_hinge_loss", "d_accuracy"]
+           "bone_constancy_loss", "knee_axis_terms", "knee_hinge_loss", "d_accuracy"]
 
 
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -149,14 +149,34 @@ def bone_log_ratio_loss(Y_a: torch.Tensor, Y_b: torch.Tensor, child, parent,
     return (d.square().sum(1) / n).mean()
 
 
+def knee_axis_terms(Y: torch.Tensor, legs: torch.Tensor, hips: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sin(flexion) cos(angle), sin(flexion))``, each (B, L), of every leg of poses ``Y`` (B, J, 3):
+    ``angle`` is the one between the knee's axis ``t x s`` (thigh ``t``: hip -> knee, shin ``s``:
+    knee -> ankle) and the hip axis (right hip -> left hip) made perpendicular to the thigh.
+    Both terms are products with ``sin(flexion)``, so they stay finite and smooth for a straight
+    knee, whose axis is undefined. ``legs``: (L, 3) (hip, knee, ankle) indices; ``hips``: (right
+    hip, left hip)."""
+    h, k, f = legs[:, 0], legs[:, 1], legs[:, 2]
+    t = Y[:, k] - Y[:, h]                                    # (B, L, 3)
+    s = Y[:, f] - Y[:, k]
+    a = (Y[:, hips[1]] - Y[:, hips[0]])[:, None, :]          # (B, 1, 3)
+    axis = torch.cross(t, s, dim=-1)                         # |t||s| sin(flexion) along the knee's axis
+    tt = (t * t).sum(-1, keepdim=True).clamp_min(1e-12)
+    a_perp = a - (a * t).sum(-1, keepdim=True) / tt * t      # the hip axis turned with the thigh
+    ts = tt.squeeze(-1).sqrt() * s.norm(dim=-1)
+    sin_cos = (axis * a_perp).sum(-1) / (ts * a_perp.norm(dim=-1)).clamp_min(1e-12)
+    return sin_cos, axis.norm(dim=-1) / ts.clamp_min(1e-12)
+
+
 def knee_hinge_loss(Y: torch.Tensor, legs: torch.Tensor, hips: tuple[int, int], margin_deg: float = 45.0,
                     valid: torch.Tensor | None = None) -> torch.Tensor:
     """The knee is a hinge whose axis turns with the thigh: with the thigh ``t`` (hip -> knee), the
     shin ``s`` (knee -> ankle) and the hip axis ``a`` (right hip -> left hip), the knee's axis
     ``t x s`` lies along ``a`` made perpendicular to the thigh, up to the hip's internal/external
     rotation. The loss is ``sin(flexion) * relu(cos(margin) - cos(angle))`` per leg, ``angle`` the
-    one between the two axes: zero for a straight knee (no axis) and within ``margin_deg`` of the
-    hip's, rising to ``sin(flexion) * (1 + cos(margin))`` for a knee bent the other way. Scale-free.
+    one between the two axes (:func:`knee_axis_terms`): zero for a straight knee (no axis) and
+    within ``margin_deg`` of the hip's, rising to ``sin(flexion) * (1 + cos(margin))`` for a knee
+    bent the other way. Scale-free.
 
     Args:
         Y: (B, J, 3) poses, any right-handed frame (the camera's: x right, y down, z forward).
@@ -165,19 +185,11 @@ def knee_hinge_loss(Y: torch.Tensor, legs: torch.Tensor, hips: tuple[int, int], 
         valid: optional (B, J) bool, joints present: legs with a missing joint (or hip) are left out.
     Returns the mean over the valid legs (0 when there are none).
     """
-    h, k, f = legs[:, 0], legs[:, 1], legs[:, 2]
-    t = Y[:, k] - Y[:, h]                                    # (B, L, 3)
-    s = Y[:, f] - Y[:, k]
-    a = (Y[:, hips[1]] - Y[:, hips[0]])[:, None, :]          # (B, 1, 3)
-    axis = torch.cross(t, s, dim=-1)                         # |t||s| sin(flexion) along the knee's axis
-    tt = (t * t).sum(-1, keepdim=True).clamp_min(1e-12)
-    a_perp = a - (a * t).sum(-1, keepdim=True) / tt * t      # the hip axis turned with the thigh
-    scale = (tt.squeeze(-1).sqrt() * s.norm(dim=-1) * a_perp.norm(dim=-1)).clamp_min(1e-12)
-    sin_cos = (axis * a_perp).sum(-1) / scale                # sin(flexion) cos(angle)
-    sin_flex = axis.norm(dim=-1) / (tt.squeeze(-1).sqrt() * s.norm(dim=-1)).clamp_min(1e-12)
+    sin_cos, sin_flex = knee_axis_terms(Y, legs, hips)
     per_leg = torch.relu(sin_flex * math.cos(math.radians(margin_deg)) - sin_cos)
     if valid is None:
         return per_leg.mean()
+    h, k, f = legs[:, 0], legs[:, 1], legs[:, 2]
     m = (valid[:, h] & valid[:, k] & valid[:, f] & valid[:, hips[0]:hips[0] + 1] & valid[:, hips[1]:hips[1] + 1])
     m = m.to(per_leg.dtype)
     return (per_leg * m).sum() / m.sum().clamp_min(1.0)
