@@ -571,6 +571,60 @@ def test_discriminator_input_noise_and_lazy_r1(files, tmp_path):
         cfg_for(files, tmp_path, d_input_noise=-0.1)
 
 
+def test_r1_only_in_the_early_phase(files, tmp_path):
+    """d_r1_until / d_r1_fade: the R1 weight is d_r1 (times d_r1_every) until the fade, falls
+    linearly over it and is 0 from d_r1_until on, where the penalty is no longer computed."""
+    cfg = cfg_for(files, tmp_path, steps=4, val_every=0, ckpt_every=0, d_r1=2.0, d_r1_every=2, d_r1_until=100,
+                  d_r1_fade=40, batch_size=256)
+    tr = Trainer(cfg, log=lambda *a: None)
+    for step, want in ((0, 2.0), (60, 2.0), (70, 1.5), (90, 0.5), (100, 0.0), (500, 0.0)):
+        tr.step = step
+        assert tr._r1_weight() == pytest.approx(want), step
+    x = next(tr._iterate())["keypoints_2d"]
+    tr.step = 80
+    assert float(tr._d_update(x, x.clone())["loss_r1"]) > 0
+    tr.step = 100
+    assert "loss_r1" not in tr._d_update(x, x.clone())
+    always = Trainer(cfg_for(files, tmp_path / "b", steps=1, d_r1=2.0, batch_size=256), log=lambda *a: None)
+    always.step = 10 ** 6
+    assert always._r1_weight() == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="d_r1_fade"):
+        cfg_for(files, tmp_path, d_r1_until=10, d_r1_fade=20)
+    with pytest.raises(ConfigError, match="d_r1_until must be >= 0"):
+        cfg_for(files, tmp_path, d_r1_until=-1)
+
+
+def test_r1_over_a_subset_of_the_real_poses(files, tmp_path):
+    """d_r1_samples n: R1 is the squared input gradient of D's logits at the first n real poses,
+    from a forward of their own; the update's forward inputs then need no grad. 0: over all of
+    them, from the update's forward (the same number as a separate forward over all)."""
+    from fastlift.training import losses as L
+    cfg = cfg_for(files, tmp_path, steps=2, val_every=0, ckpt_every=0, d_r1=1.0, d_r1_samples=7, batch_size=64)
+    tr = Trainer(cfg, log=lambda *a: None)
+    x = next(tr._iterate())["keypoints_2d"].float()
+    (real_in,), r1 = tr._real_inputs(x)
+    assert r1 and not real_in.requires_grad
+    got = tr._r1_penalty(tr.d_fwd, (real_in,), None)
+    sub = x[:7].clone().requires_grad_(True)
+    want = L.r1_penalty(tr.d_fwd(sub), sub, 1.0 / cfg.c)
+    assert float(got.detach()) > 0 and torch.allclose(got, want, rtol=1e-5)
+    full = x.clone().requires_grad_(True)
+    assert not torch.allclose(got, L.r1_penalty(tr.d_fwd(full), full, 1.0 / cfg.c), rtol=1e-3)
+    assert float(tr._d_update(x, x.flip(0))["loss_r1"]) > 0
+    if tr.temporal:
+        b = next(tr._iterate())
+        prev = b["keypoints_2d_prev"].float()
+        assert "dt_acc" in tr._t_update(x, prev, x.flip(0), prev.flip(0))
+    whole = Trainer(cfg_for(files, tmp_path / "b", steps=2, d_r1=1.0, batch_size=64), log=lambda *a: None)
+    whole.disc.load_state_dict(tr.disc.state_dict())
+    (w_in,), _ = whole._real_inputs(x)
+    assert w_in.requires_grad
+    assert torch.allclose(whole._r1_penalty(whole.d_fwd, (w_in,), whole.d_fwd(w_in)),
+                          L.r1_penalty(tr.d_fwd(full), full, 1.0 / cfg.c), rtol=1e-5)
+    with pytest.raises(ConfigError, match="d_r1_samples must be >= 0"):
+        cfg_for(files, tmp_path, d_r1_samples=-1)
+
+
 def test_collapse_guard_rolls_back_to_a_healthy_snapshot_with_fresh_rotations(files, tmp_path):
     """collapse_guard: D accuracy forced to 1 from step 25 on; with a window of 10 the guard
     snapshots at steps 10, 20 and 30 (window means below 0.85), detects the collapse at step 33

@@ -136,6 +136,9 @@ class TrainConfig:
     d_acc_cap: float = _f(1.0, "skip D's update while its batch accuracy exceeds this (1: never)")
     d_r1: float = _f(0.0, "weight of the R1 penalty on the 2D and temporal discriminators: the squared gradient norm of their logits at the real poses, with poses measured in head-root distances (0: off)")
     d_r1_every: int = _f(1, "apply the R1 penalty on every K-th step only, weighted by K (lazy regularisation: the double backward costs about one more discriminator update)")
+    d_r1_samples: int = _f(0, "take R1 over this many of the batch's real poses, in a forward of their own (0: all of them, from the update's own forward; a few dozen cut the double backward's cost about tenfold)")
+    d_r1_until: int = _f(0, "R1 only in the early phase: its weight is d_r1 up to step d_r1_until - d_r1_fade, then falls linearly to 0 at step d_r1_until (0: R1 throughout)")
+    d_r1_fade: int = _f(0, "steps over which the R1 weight falls to 0 before d_r1_until")
     d_input_noise: float = _f(0.0, "standard deviation of Gaussian noise added to every 2D pose the discriminators see, real and fake, in their updates and the lifter's adversarial terms (normalised units: the head-root distance is 1/c; 0: off)")
     collapse_guard: bool = _f(True, "roll back when the discriminator wins for good: when D's batch accuracy, averaged over guard_window steps, exceeds guard_acc (and, with guard_stretch set, the lifts' depth stretch exceeds it), restore the older of the last two healthy in-memory snapshots (taken every guard_window steps; the run's first state when there is none or the last rollback to it collapsed again) and draw the rotations from a fresh stream (at most guard_max_rollbacks times)")
     guard_acc: float = _f(0.9, "collapse_guard: D accuracy (window mean) that counts as a collapse; the healthy runs measured (batch 256 and 128, up to 6000 steps) stayed at or below 0.893, every collapse measured passed 0.9 within 100 steps of passing 0.85")
@@ -217,7 +220,7 @@ class TrainConfig:
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
                   "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch", "rotation_warmup",
-                  "sign_check_start", "elevation_anneal", "elevation_anneal_start", "w_bone_sequence", "bone_sequence_start",
+                  "sign_check_start", "d_r1_samples", "d_r1_until", "d_r1_fade", "elevation_anneal", "elevation_anneal_start", "w_bone_sequence", "bone_sequence_start",
                   "bone_sequence_ramp"]
         for name in nonneg:
             if getattr(self, name) < 0:
@@ -251,6 +254,9 @@ class TrainConfig:
                               f"(got {self.rotation_distribution!r}: a haar rotation has no ranges to widen)")
         if self.flow_layers < 2:
             raise ConfigError(f"config: flow_layers must be >= 2, got {self.flow_layers}")
+        if self.d_r1_fade > self.d_r1_until:
+            raise ConfigError(f"config: d_r1_fade ({self.d_r1_fade}) must not exceed d_r1_until ({self.d_r1_until}): "
+                              "the fade ends at d_r1_until")
         if not 0.5 < self.guard_acc <= 1:
             raise ConfigError(f"config: guard_acc must be in (0.5, 1], got {self.guard_acc}")
         if not 0 <= self.adv_balance_target < 1:

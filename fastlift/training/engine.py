@@ -743,7 +743,7 @@ class Trainer:
         loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
         out = {}
         if r1:
-            pen = L.r1_penalty(o_real, real_in, 1.0 / cfg.c)
+            pen = self._r1_penalty(self.d_fwd, (real_in,), o_real)
             loss = loss + self._r1_weight() * pen
             out["loss_r1"] = pen.detach()
         k = 2 * B
@@ -777,17 +777,36 @@ class Trainer:
 
     def _real_inputs(self, *xs: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], bool]:
         """The real poses a discriminator update sees (with instance noise), and whether the R1
-        penalty is due this step; when it is, they are leaves that require grad."""
+        penalty is due this step; when it is (and is taken over the whole batch, ``d_r1_samples``
+        0), they are leaves that require grad."""
         cfg = self.cfg
-        r1 = cfg.d_r1 > 0 and self.step % cfg.d_r1_every == 0
+        r1 = cfg.d_r1 > 0 and self.step % cfg.d_r1_every == 0 and self._r1_weight() > 0
         xs = tuple(self._d_noise(x) for x in xs)
-        if r1:
+        if r1 and not cfg.d_r1_samples:
             xs = tuple(x.detach().requires_grad_(True) for x in xs)
         return xs, r1
 
+    def _r1_penalty(self, fwd, real_in: tuple, o_real: torch.Tensor) -> torch.Tensor:
+        """R1 at the real poses: from the update's own forward (``o_real``) or, with
+        ``d_r1_samples`` n, from a forward of its own over the first n of them. The double backward
+        then runs over n poses instead of the whole real, fake and negative batch, which is what
+        makes an R1 on every step affordable."""
+        n = self.cfg.d_r1_samples
+        if n:
+            real_in = tuple(x[:n].detach().requires_grad_(True) for x in real_in)
+            with self._autocast():
+                o_real = fwd(*real_in).float()
+        return L.r1_penalty(o_real, real_in if len(real_in) > 1 else real_in[0], 1.0 / self.cfg.c)
+
     def _r1_weight(self) -> float:
-        """0.5 d_r1, times d_r1_every: a lazy penalty applied every K-th step is weighted by K."""
-        return 0.5 * self.cfg.d_r1 * self.cfg.d_r1_every
+        """0.5 d_r1, times d_r1_every: a lazy penalty applied every K-th step is weighted by K;
+        with ``d_r1_until``, fading to 0 over ``d_r1_fade`` steps and 0 from that step on."""
+        cfg = self.cfg
+        fade = 1.0
+        if cfg.d_r1_until:
+            left = cfg.d_r1_until - self.step
+            fade = 0.0 if left <= 0 else min(1.0, left / cfg.d_r1_fade) if cfg.d_r1_fade else 1.0
+        return 0.5 * cfg.d_r1 * cfg.d_r1_every * fade
 
     def _leg_triples(self):
         """((L, 3) (hip, knee, ankle) triples, (right hip, left hip)) for the knee-hinge cue, or
@@ -837,7 +856,7 @@ class Trainer:
         o_real, o_fake = o[:B], o[B:]
         loss = L.d_loss(cfg.gan_loss, o_real, o_fake, cfg.label_smoothing)
         if r1:
-            loss = loss + self._r1_weight() * L.r1_penalty(o_real, (x_in, prev_in), 1.0 / cfg.c)
+            loss = loss + self._r1_weight() * self._r1_penalty(self.t_fwd, (x_in, prev_in), o_real)
         if cfg.gan_loss == "wgan-gp":
             gp = L.gradient_penalty(self.t_fwd, x, yf, None, prev, extra_fake=(pf,))
             loss = loss + cfg.gp_weight * gp
