@@ -721,6 +721,37 @@ def test_collapse_guard_with_guard_stretch_waits_for_stretched_lifts(files, tmp_
         cfg_for(files, tmp_path, guard_stretch=-1.0)
 
 
+def test_renorm_floor_bounds_the_rotated_views(files, tmp_path):
+    """renorm_floor f: a rotated lift whose projected head-root distance falls below f / c is
+    scaled as if it were f / c, so its normalised head-root distance is below 1 / c instead of
+    the pose being blown up; views above the floor are normalised exactly as without it, and
+    both the 2D and the rotated 3D (returned at the same scale) follow."""
+    from fastlift.training import geometry as geo
+    cfg = cfg_for(files, tmp_path, steps=1, renorm_floor=0.4)
+    tr = Trainer(cfg, log=lambda m: None)
+    off = Trainer(cfg_for(files, tmp_path / "b", steps=1), log=lambda m: None)
+    g = torch.Generator().manual_seed(3)
+    Y = torch.randn(64, 17, 3, generator=g) * 0.4
+    Y[:, :, 2] += cfg.c
+    Y[:32, 10] = Y[:32, 0] + torch.tensor([0.01, 0.02, 1.0])   # head straight toward the camera
+    Y[32:, 10] = Y[32:, 0] + torch.tensor([0.1, -1.0, 0.2])     # upright
+    R = torch.eye(3).expand(64, 3, 3).contiguous()
+    x, Yr, s = tr._project(Y, R)
+    x0, Yr0, s0 = off._project(Y, R)
+    d = (x[:, 10] - x[:, 0]).norm(dim=-1)
+    d0 = (x0[:, 10] - x0[:, 0]).norm(dim=-1)
+    assert torch.allclose(d0, torch.full_like(d0, 1 / cfg.c), rtol=1e-4)
+    short = d < 1 / cfg.c * (1 - 1e-4)
+    assert short[:32].all() and not short[32:].any()
+    assert x0[:32].abs().max() > 5 * x[:32].abs().max()             # the floor's whole point
+    assert torch.allclose(s[:32], torch.full_like(s[:32], 1 / 0.4), rtol=1e-5)   # 1 / (c * floor / c)
+    assert torch.allclose(x[32:], x0[32:]) and torch.allclose(Yr[32:], Yr0[32:]) and torch.equal(s[32:], s0[32:])
+    raw, _ = geo.rotate_project(Y, R, c=cfg.c, root=0)
+    assert torch.allclose(x[:32], (raw[:32] - raw[:32, :1]) * s[:32, None, None], atol=1e-6)
+    with pytest.raises(ConfigError, match="renorm_floor must be >= 0"):
+        cfg_for(files, tmp_path, renorm_floor=-0.1)
+
+
 @pytest.mark.parametrize("axis", ["camera", "estimated"])
 def test_rotation_warmup_widens_the_ranges_from_near_the_input_view(files, tmp_path, axis):
     """rotation_warmup: at step 0 the azimuth and elevation ranges are rotation_warmup_start of

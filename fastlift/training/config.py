@@ -95,6 +95,7 @@ class TrainConfig:
     elevation_anneal_start: int = _f(0, "elevation_anneal: step at which the elevation range starts to shrink")
     rotation_distribution: str = _f("uniform", "uniform (azimuth/elevation ranges) or haar (uniform on SO(3))", ("uniform", "haar"))
     rotation_axis: str = _f("estimated", "axis of the random azimuth: camera (the camera's y axis, the method) or estimated (the world vertical, from the mean torso tilt of the batch's lifts; elevation offsets then apply about the estimated camera elevation)", ("camera", "estimated"))
+    renorm_floor: float = _f(0.0, "the rotated lifts are re-normalised to a head-root distance of 1/c from a projected head-root distance of at least renorm_floor / c: a lift whose torso turns toward the camera in the random view is drawn smaller instead of blown up (the default's fakes reach 10x the real poses' largest coordinate). 0: no floor")
     normalization: str = _f("per_sample", "2D normalisation of the training data", ("per_sample", "dataset"))
 
     # ---------------------------------------------------------------- losses and ablations
@@ -219,7 +220,7 @@ class TrainConfig:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         nonneg = ["d_warmup", "blocks", "d_blocks", "t_blocks", "val_every", "val_samples", "ckpt_every", "max_minutes", "ckpt_minutes",
                   "lr_warmup", "consistency_warmup", "w_depth_extent", "depth_extent_margin", "w_3d_final", "w_3d_ramp", "w_3d_ramp_start", "grad_clip", "gp_weight", "threads", "weight_decay",
-                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch", "rotation_warmup",
+                  "w_flow", "flow_noise", "adv_balance_rate", "d_r1", "d_input_noise", "guard_max_rollbacks", "guard_stretch", "renorm_floor", "rotation_warmup",
                   "sign_check_start", "d_r1_samples", "d_r1_until", "d_r1_fade", "elevation_anneal", "elevation_anneal_start", "w_bone_sequence", "bone_sequence_start",
                   "bone_sequence_ramp"]
         for name in nonneg:

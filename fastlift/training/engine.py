@@ -480,8 +480,10 @@ class Trainer:
     def _project(self, Y, R, transpose=False):
         cfg = self.cfg
         with self._fp32():
+            # renorm_floor: a view along the torso would otherwise be scaled up without bound
+            eps = cfg.renorm_floor / cfg.c if cfg.renorm_floor > 0 else 1e-6
             return geo.project_normalized(Y, R, c=cfg.c, root=self.root, head=self.head, transpose=transpose,
-                                          floor=cfg.projection_floor, min_depth=cfg.min_depth)
+                                          floor=cfg.projection_floor, min_depth=cfg.min_depth, eps=eps)
 
     def _rotations(self, n: int, Y: torch.Tensor | None = None, level: bool = False):
         """``n`` random rotations of the step. With ``rotation_axis = "estimated"`` and the lifted

@@ -95,19 +95,22 @@ def rotate_project(Y, R, c=10.0, root=0, transpose=False, floor="soft", min_dept
     return _rotate_project_local(Y, R, c, root, transpose, floor, min_depth)
 
 
-def normalize_2d(x2d, root=0, head=10, c=10.0):
-    """Root-centre and scale the head-root distance to ``1/c``; returns ``(normalised, scale (B,))``."""
-    return _ops.normalize_2d(x2d, root=root, head=head, c=c, backend=_BACKEND)
+def normalize_2d(x2d, root=0, head=10, c=10.0, eps=1e-6):
+    """Root-centre and scale the head-root distance to ``1/c`` (a distance below ``eps`` counts
+    as ``eps``); returns ``(normalised, scale (B,))``."""
+    return _ops.normalize_2d(x2d, root=root, head=head, c=c, eps=eps, backend=_BACKEND)
 
 
-def project_normalized(Y, R, c=10.0, root=0, head=10, transpose=False, floor="soft", min_depth=1.0):
+def project_normalized(Y, R, c=10.0, root=0, head=10, transpose=False, floor="soft", min_depth=1.0, eps=1e-6):
     """Rotate, project and re-normalise: ``(x2d_normalised, Y_rot * scale, scale)``.
 
     The re-lift of the normalised projection sees the pose at the normalised scale, so the
     rotated 3D pose is returned multiplied by the same per-sample factor (weak-perspective exact).
+    ``eps``: the smallest projected head-root distance the scale is taken from (a lift whose torso
+    turns toward the camera is then drawn smaller than ``1/c`` instead of blown up).
     """
     x2d, Yr = rotate_project(Y, R, c=c, root=root, transpose=transpose, floor=floor, min_depth=min_depth)
-    xn, s = normalize_2d(x2d, root=root, head=head, c=c)
+    xn, s = normalize_2d(x2d, root=root, head=head, c=c, eps=eps)
     return xn, Yr * s[:, None, None], s
 
 
