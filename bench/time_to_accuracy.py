@@ -40,11 +40,13 @@ CONDITIONS: dict[str, list[str]] = {
     "no-bone-sequence": ["--w-bone-sequence", "0"],     # without the bone-length cue across a sequence
     # the cue's partners from the pose's own sequence, ramped over 500 steps (the default of 2026-12-07, night)
     "sequence-partners": ["--bone-sequence-group", "sequence", "--bone-sequence-ramp", "500"],
+    # the rotated lifts re-normalised from any head-root distance (the default of 2026-12-07, late night)
+    "no-renorm-floor": ["--renorm-floor", "0"],
     "paper": ["--preset", "paper"],
     "paper-literal": ["--preset", "paper-literal"],
 }
 COLORS = {"default": "C0", "supervised": "k", "supervised-same-steps": "0.35", "no-discriminator": "C3", "no-l2d": "C1", "no-l3d": "C4",
-          "no-temporal": "C2", "no-guard": "C9", "no-bone-sequence": "C8", "sequence-partners": "C6", "paper": "C5", "paper-literal": "C7"}
+          "no-temporal": "C2", "no-guard": "C9", "no-bone-sequence": "C8", "sequence-partners": "C6", "no-renorm-floor": "C6", "paper": "C5", "paper-literal": "C7"}
 
 
 def run_dir(out: str, cond: str, seed: int) -> str:

@@ -729,7 +729,8 @@ def test_renorm_floor_bounds_the_rotated_views(files, tmp_path):
     from fastlift.training import geometry as geo
     cfg = cfg_for(files, tmp_path, steps=1, renorm_floor=0.4)
     tr = Trainer(cfg, log=lambda m: None)
-    off = Trainer(cfg_for(files, tmp_path / "b", steps=1), log=lambda m: None)
+    off = Trainer(cfg_for(files, tmp_path / "b", steps=1, renorm_floor=0.0), log=lambda m: None)
+    assert TrainConfig().renorm_floor == 0.35 and resolve_config(cli_values={"preset": "paper"}).renorm_floor == 0.0
     g = torch.Generator().manual_seed(3)
     Y = torch.randn(64, 17, 3, generator=g) * 0.4
     Y[:, :, 2] += cfg.c
