@@ -9,8 +9,8 @@ distance from its (refined) parent, on the side of the parent the lift chose. Th
 of every joint is therefore unchanged; only the depths move, and the sign of each bone's depth
 (which way it points, the lifter's choice) is kept.
 
-On the embedded synthetic test split (20 000 poses, 4 subjects) this takes the default recipe's
-lifts (seeds 0-2) from 34.4-35.6 mm P-MPJPE to 30.1-30.9 mm per subject, and the supervised
+On the embedded synthetic test split (20 000 poses, 4 subjects) this takes the lifts of the default
+recipe of 2026-12-07 (seeds 0-2) from 34.4-35.6 mm P-MPJPE to 30.1-30.9 mm per subject, and the supervised
 lifter's from 25.7-26.0 to 23.2-23.7 mm: see docs/evaluation.md, "Refining bone lengths per
 person".
 """

@@ -95,7 +95,7 @@ class TrainConfig:
     elevation_anneal_start: int = _f(0, "elevation_anneal: step at which the elevation range starts to shrink")
     rotation_distribution: str = _f("uniform", "uniform (azimuth/elevation ranges) or haar (uniform on SO(3))", ("uniform", "haar"))
     rotation_axis: str = _f("estimated", "axis of the random azimuth: camera (the camera's y axis, the method) or estimated (the world vertical, from the mean torso tilt of the batch's lifts; elevation offsets then apply about the estimated camera elevation)", ("camera", "estimated"))
-    renorm_floor: float = _f(0.35, "the rotated lifts are re-normalised to a head-root distance of 1/c from a projected head-root distance of at least renorm_floor / c: a lift whose torso turns toward the camera in the random view is drawn smaller instead of blown up (without it the default's fakes reached 1.4-1.8 in normalised units, no real pose 0.25). 0: no floor (the paper presets)")
+    renorm_floor: float = _f(0.35, "the rotated lifts are re-normalised to a head-root distance of 1/c from a projected head-root distance of at least renorm_floor / c: a lift whose torso turns toward the camera in the random view is drawn smaller instead of blown up (without it the default's fakes reached 1.4-1.8 in normalised units, the real poses of the same batches 0.4-1.0). 0: no floor (the paper presets)")
     normalization: str = _f("per_sample", "2D normalisation of the training data", ("per_sample", "dataset"))
 
     # ---------------------------------------------------------------- losses and ablations
